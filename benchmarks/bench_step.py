@@ -1,0 +1,147 @@
+"""Step time and peak memory of a DUO step, against a plain LoRA step and a naive DUO step.
+
+    make bench     (python benchmarks/bench_step.py --output bench-output/step_time.md)
+
+All variants run on the same ShapeWorld model, LoRA and batch of pairs, each in its own
+process (so peak RSS is its own), alternating, and the table reports ratios measured in
+this one run: machines are shared and noisy, absolute seconds are not comparable.
+
+- plain LoRA: the ordinary diffusion loss on the same (unsafe, safe, noise) inputs: one
+  forward and one backward. DUO adds one no-grad reference forward, so its floor is 4/3.
+- DUO cached: what the trainer does (latents and prompt embeddings cached, batched calls).
+- DUO naive: VAE-encode the images and text-encode the prompts every step, and call the
+  policy and the reference separately for unsafe, safe and noise inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+VARIANTS = ("plain_lora", "duo_cached", "duo_naive")
+
+
+def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
+    import torch.nn.functional as F
+
+    from duo_unlearn.config import DUOConfig
+    from duo_unlearn.families import encode_latents, scale_latents
+    from duo_unlearn.lora import adapters_disabled
+    from duo_unlearn.losses import duo_loss, output_preservation_loss
+    from duo_unlearn.pairs import PairDataset
+    from duo_unlearn.pipelines import load_shapeworld
+    from duo_unlearn.trainer import UnlearningTrainer
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    n_pairs = 32
+    images = torch.rand((n_pairs, 3, 64, 64), generator=g) * 2 - 1
+    dataset = PairDataset(images, images.flip(-1), ["u"] * n_pairs, ["s"] * n_pairs,
+                          [{"index": i} for i in range(n_pairs)])
+    cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
+                    checkpointing_steps=0)
+    trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
+    fam, model = trainer.family, trainer.model
+
+    def plain_step():
+        n = batch
+        index = torch.randint(n_pairs, (n,), generator=trainer.generator)
+        x0 = torch.cat([trainer._sample_latents(trainer.unsafe_mean, trainer.unsafe_std, index),
+                        trainer._sample_latents(trainer.safe_mean, trainer.safe_std, index),
+                        torch.zeros_like(trainer.unsafe_mean[index])])
+        noise = trainer._randn(x0.shape)
+        t = trainer._timesteps(3 * n)
+        cond = trainer.null_cond.select([0] * (3 * n))
+        pred = fam.predict(model, fam.add_noise(x0, noise, t), t, cond)
+        loss = F.mse_loss(pred, noise)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+
+    def naive_step():
+        n = batch
+        index = torch.randint(n_pairs, (n,), generator=trainer.generator)
+        mu, su = encode_latents(trainer.pipe.vae, dataset.unsafe[index])
+        ms, ss = encode_latents(trainer.pipe.vae, dataset.safe[index])
+        x0_u = scale_latents(trainer.pipe.vae, mu + su * trainer._randn(mu.shape))
+        x0_s = scale_latents(trainer.pipe.vae, ms + ss * trainer._randn(ms.shape))
+        null = fam.encode_prompts([""] * n)
+        noise = trainer._randn(x0_u.shape)
+        t = trainer._timesteps(n)
+        x_u, x_s, x_r = fam.add_noise(x0_u, noise, t), fam.add_noise(x0_s, noise, t), trainer._randn(x0_u.shape)
+        t_r = torch.full((n,), 999)
+        p_u, p_s, p_r = (fam.predict(model, x, tt, null) for x, tt in ((x_u, t), (x_s, t), (x_r, t_r)))
+        with torch.no_grad(), adapters_disabled(model):
+            r_u, r_s, r_r = (fam.predict(model, x, tt, null) for x, tt in ((x_u, t), (x_s, t), (x_r, t_r)))
+        loss = duo_loss(p_u, r_u, p_s, r_s, noise, noise, cfg.beta) + \
+            cfg.resolved_preservation_weight * output_preservation_loss(p_r, r_r)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+
+    step = {"plain_lora": plain_step, "duo_cached": trainer.step, "duo_naive": naive_step}[variant]
+    times = []
+    for i in range(warmup + steps):
+        start = time.perf_counter()
+        step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    queue.put((variant, times, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8, help="pairs per step")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds over the variants")
+    parser.add_argument("--output", default="bench-output/step_time.md")
+    args = parser.parse_args(argv)
+
+    ctx = mp.get_context("spawn")
+    results: dict[str, dict] = {v: {"times": [], "rss": 0.0} for v in VARIANTS}
+    for _ in range(args.rounds):
+        for variant in VARIANTS:
+            queue = ctx.Queue()
+            proc = ctx.Process(target=_run, args=(variant, args.batch, args.steps, args.warmup, queue))
+            proc.start()
+            name, times, rss = queue.get()
+            proc.join()
+            results[name]["times"] += times
+            results[name]["rss"] = max(results[name]["rss"], rss)
+
+    med = {v: statistics.median(r["times"]) for v, r in results.items()}
+    rows = [
+        "| variant | median step (s) | vs plain LoRA | peak RSS (MiB) |",
+        "|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        rows.append(f"| {v} | {med[v]:.3f} | {med[v] / med['plain_lora']:.2f} | {results[v]['rss']:.0f} |")
+    text = "\n".join([
+        f"# DUO step time (ShapeWorld, {args.batch} pairs per step, CPU threads: {torch.get_num_threads()})",
+        "",
+        *rows,
+        "",
+        f"- DUO cached / plain LoRA = **{med['duo_cached'] / med['plain_lora']:.2f}** "
+        "(target <= 1.4; arithmetic floor 4/3: one extra no-grad forward)",
+        f"- DUO naive / DUO cached = **{med['duo_naive'] / med['duo_cached']:.2f}**",
+        f"- {args.rounds} alternating rounds x {args.steps} timed steps after {args.warmup} warm-up steps, "
+        "each variant in its own process; ratios are from this run only.",
+        "",
+    ])
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""`DUOConfig`: every setting of `duo train`, documented once, validated on creation.
+
+The defaults are the DUO paper's settings for nudity on Stable Diffusion 1.4 (with the
+issue's choice of LoRA on all attention projections; the authors' self-attention-only
+setting is ``lora_target_modules: [attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_out.0]``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class DUOConfig:
+    """Settings of `duo train` (DUO, and the ESD baseline through ``method``)."""
+
+    # --- data and model ---
+    pretrained_model: str = "shapeworld"
+    """'shapeworld', a local diffusers pipeline folder, or a hub id."""
+    pairs_dir: str = "duo-pairs"
+    """Pair dataset made by `duo pairs` (ignored by ESD, which needs only the concept prompt)."""
+    output_dir: str = "duo-output"
+    """Where LoRA weights, checkpoints, the resolved config, the model card and logs go."""
+    method: str = "duo"
+    """'duo' (this paper) or 'esd' (Gandikota et al. 2023, the baseline)."""
+    resolution: int | None = None
+    """Training image size; default: the pipeline's native size."""
+
+    # --- the preference objective ---
+    beta: float = 500.0
+    """DPO temperature: higher forgets harder and moves further from the base model
+    (paper: 250-1000; no 0.5 factor, unlike the Diffusion-DPO paper's beta)."""
+    base_learning_rate: float = 3e-4
+    """Learning rate at beta = 100; the actual one is base_learning_rate * 100 / beta, because
+    the DPO gradient grows with beta and this keeps the step size constant."""
+    learning_rate: float | None = None
+    """Set to bypass the rescaling rule above."""
+    base_preservation_weight: float = 1e6
+    """λ at beta = 100; the actual λ is base_preservation_weight * beta / 100, so the
+    regulariser keeps its share of the gradient as beta changes."""
+    preservation_weight: float | None = None
+    """λ of the output-preserving regulariser; set to bypass the rescaling (0 disables it)."""
+    timestep_range: tuple[int, int] = (1, 750)
+    """Timesteps are drawn uniformly from [low, high) of the 1000-step training grid."""
+    pair_timestep: str = "shared"
+    """'shared': one timestep per pair, as in Diffusion-DPO; 'independent': one per image, as in
+    the DUO authors' code. The noise sample is shared either way."""
+    use_prompts: bool = False
+    """Condition on the pairs' prompts; by default prompts are empty so the *visual* concept is
+    removed whatever the prompt says."""
+    prompt_dropout: float = 0.0
+    """With use_prompts, share of prompts replaced by the empty one (authors' cfg_train: 0.2)."""
+
+    # --- ESD baseline (method = 'esd') ---
+    esd_concept_prompt: str = "a shape with a black x over it"
+    """The concept to erase, as text."""
+    esd_eta: float = 1.0
+    """Negative guidance strength η."""
+    esd_variant: str = "x"
+    """'x': train cross-attention only (ESD-x); 'u': everything but cross-attention (ESD-u)."""
+
+    # --- LoRA ---
+    lora_rank: int = 32
+    """LoRA rank r (the paper: 32)."""
+    lora_alpha: float = 32.0
+    """LoRA scale numerator: the update is scaled by alpha / rank."""
+    lora_target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    """Module name suffixes that get adapters (all attention projections by default)."""
+
+    # --- optimisation ---
+    max_train_steps: int = 1000
+    """Optimiser steps (the paper: 1000 for nudity, 500 for violence)."""
+    train_batch_size: int = 4
+    """Pairs per step (per process)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches summed into each optimiser step."""
+    adam_weight_decay: float = 1e-2
+    """AdamW weight decay on the LoRA parameters."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm."""
+    lr_warmup_steps: int = 0
+    """Linear warm-up, then constant (the paper: constant)."""
+    seed: int = 0
+    """Seeds data order, noise and timesteps (plus the process index on multi-GPU)."""
+    mixed_precision: str = "no"
+    """'no', 'fp16' or 'bf16': frozen weights in that dtype, LoRA parameters in float32."""
+    gradient_checkpointing: bool = False
+    """Trade compute for memory in the denoiser's backward pass."""
+
+    # --- checkpoints, validation, logging ---
+    checkpointing_steps: int = 250
+    """Save a resumable checkpoint every N steps (0: only at the end)."""
+    checkpoints_total_limit: int | None = 2
+    """Keep only the newest N checkpoints."""
+    resume_from_checkpoint: str | None = None
+    """A checkpoint folder, or 'latest' for the newest in output_dir."""
+    validation_prompts: tuple[str, ...] = ()
+    """Prompts for validation grids; the same seeds every time, so grids compare."""
+    validation_steps: int = 0
+    """Write a validation grid every N steps (0: never)."""
+    num_validation_images: int = 4
+    """Seeds per validation prompt."""
+    report_to: str = "none"
+    """accelerate tracker ('tensorboard', 'wandb', ...) besides metrics.jsonl, or 'none'."""
+    merge: bool = False
+    """Also write a full pipeline folder with the LoRA fused in (output_dir/merged)."""
+
+    def __post_init__(self) -> None:
+        self.timestep_range = tuple(int(t) for t in self.timestep_range)
+        self.lora_target_modules = tuple(self.lora_target_modules)
+        self.validation_prompts = tuple(self.validation_prompts)
+        if self.method not in ("duo", "esd"):
+            raise ValueError(f"DUOConfig.method must be 'duo' or 'esd', got {self.method!r}")
+        if self.beta <= 0:
+            raise ValueError(f"DUOConfig.beta must be positive, got {self.beta}")
+        low, high = self.timestep_range if len(self.timestep_range) == 2 else (None, None)
+        if low is None or not 0 <= low < high <= 1000:
+            raise ValueError(f"DUOConfig.timestep_range must be (low, high) with 0 <= low < high <= 1000, "
+                             f"got {self.timestep_range}")
+        if self.pair_timestep not in ("shared", "independent"):
+            raise ValueError(f"DUOConfig.pair_timestep must be 'shared' or 'independent', got {self.pair_timestep!r}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(f"DUOConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        if self.esd_variant not in ("x", "u"):
+            raise ValueError(f"DUOConfig.esd_variant must be 'x' or 'u', got {self.esd_variant!r}")
+        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "lora_rank"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.prompt_dropout < 1:
+            raise ValueError(f"DUOConfig.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+        if self.preservation_weight is not None and self.preservation_weight < 0:
+            raise ValueError("DUOConfig.preservation_weight must be >= 0")
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else self.base_learning_rate * 100 / self.beta
+
+    @property
+    def resolved_preservation_weight(self) -> float:
+        if self.preservation_weight is not None:
+            return self.preservation_weight
+        return self.base_preservation_weight * self.beta / 100

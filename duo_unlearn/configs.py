@@ -1,0 +1,100 @@
+"""Config dataclasses from YAML files and command-line flags, each field documented once.
+
+A field's documentation is the string literal written under it in the dataclass body
+(as in trl's configs); ``field_docs`` reads it from the source, so ``duo train --help``
+shows the same text the code does. A YAML file may set any field; flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (and its bases), by field name."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:]):
+            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) \
+                    and isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant) \
+                    and isinstance(nxt.value.value, str):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _field_type(cls: type, field: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(cls)
+    tp = hints[field.name]
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
+        tp = args[0]
+        origin = typing.get_origin(tp)
+    return tp
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per field (dashes for underscores); defaults stay unset so YAML can fill them."""
+    docs = field_docs(cls)
+    for field in dataclasses.fields(cls):
+        tp = _field_type(cls, field)
+        flag = "--" + field.name.replace("_", "-")
+        default = field.default if field.default is not dataclasses.MISSING else (
+            field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
+        help_text = f"{docs.get(field.name, '')} (default: {default})".strip()
+        if tp is bool:
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)
+        elif typing.get_origin(tp) in (list, tuple):
+            inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
+            parser.add_argument(flag, dest=field.name, nargs="+", type=inner, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=field.name, type=tp if tp in (int, float, str) else str, default=None,
+                                help=help_text)
+
+
+def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
+    """Defaults, then the YAML file, then explicit overrides (None means 'not given')."""
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    if yaml_path:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a config file is a mapping of field: value")
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"{path}: unknown {cls.__name__} fields {unknown}")
+        values.update(data)
+    for key, value in (overrides or {}).items():
+        if key in names and value is not None:
+            values[key] = value
+    for field in dataclasses.fields(cls):
+        if typing.get_origin(_field_type(cls, field)) is tuple and isinstance(values.get(field.name), list):
+            values[field.name] = tuple(values[field.name])
+    return cls(**values)
+
+
+def config_to_yaml(config: Any) -> str:
+    data = dataclasses.asdict(config)
+    return yaml.safe_dump({k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}, sort_keys=False)

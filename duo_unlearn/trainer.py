@@ -1,0 +1,431 @@
+"""The unlearning trainer: one loop for DUO and the ESD baseline, each supplying its loss.
+
+    duo train --config configs/shapeworld_duo.yaml
+
+Setup (accelerate, model family, LoRA, cached latents and prompt embeddings) -> train
+(with checkpoints that resume exactly, validation grids, metrics) -> export
+(``pytorch_lora_weights.safetensors``, resolved config, model card, optional merged pipeline).
+
+Why it is fast: VAE latents of the pairs are encoded once (mean and std kept, a new latent
+is sampled every step), prompt embeddings are computed once, the policy forward for
+(unsafe, safe, pure noise) is one batched call and the reference is one no-grad call of
+the same network with its adapters switched off (no second copy in memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from duo_unlearn.config import DUOConfig
+from duo_unlearn.configs import config_to_yaml
+from duo_unlearn.families import Conditioning, encode_latents, family_for, scale_latents
+from duo_unlearn.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from duo_unlearn.lora import ADAPTER_STATE_NAME, adapters_disabled, add_lora, load_adapter_state_dict, save_lora
+from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+class UnlearningTrainer:
+    """Owns the training loop. ``pipe`` and ``dataset`` may be passed in (tests, notebooks);
+    otherwise they are loaded from ``config.pretrained_model`` and ``config.pairs_dir``."""
+
+    def __init__(self, config: DUOConfig, pipe=None, dataset=None) -> None:
+        from accelerate import Accelerator
+
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = Accelerator(
+            mixed_precision=config.mixed_precision,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=None if config.report_to == "none" else config.report_to,
+            project_dir=str(self.output_dir),
+        )
+        if pipe is None:
+            from duo_unlearn.pipelines import load_pipeline
+
+            pipe = load_pipeline(config.pretrained_model)
+        self.pipe = pipe
+        self.pipe.set_progress_bar_config(disable=True)
+        self.family = family_for(pipe)
+        self.dataset = dataset
+        self.global_step = 0
+        self._setup()
+
+    # ------------------------------------------------------------------ setup
+    def _setup(self) -> None:
+        cfg, acc = self.config, self.accelerator
+        weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(acc.mixed_precision, torch.float32)
+        for name, component in self.pipe.components.items():
+            if isinstance(component, torch.nn.Module):
+                component.requires_grad_(False)
+                component.to(acc.device)
+                if weight_dtype != torch.float32 and name != "vae":
+                    component.to(dtype=weight_dtype)
+        self.denoiser = self.family.denoiser
+        if cfg.gradient_checkpointing:
+            self.denoiser.enable_gradient_checkpointing()
+
+        if cfg.method == "esd":
+            targets = self._esd_target_modules()
+        else:
+            targets = cfg.lora_target_modules
+        self.lora_params = add_lora(self.denoiser, cfg.lora_rank, cfg.lora_alpha, targets)
+        self.null_cond = self.family.encode_prompts([""]).to(acc.device)
+        if cfg.method == "duo":
+            self._cache_pairs()
+        else:
+            self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)
+
+        self.optimizer = torch.optim.AdamW(self.lora_params, lr=cfg.resolved_learning_rate,
+                                           weight_decay=cfg.adam_weight_decay)
+        warmup = max(cfg.lr_warmup_steps, 0)
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        self.model, self.optimizer, self.lr_scheduler = acc.prepare(self.denoiser, self.optimizer, self.lr_scheduler)
+        self.generator = torch.Generator().manual_seed(cfg.seed + acc.process_index)
+
+    def _esd_target_modules(self) -> list[str]:
+        """ESD-x: cross-attention projections; ESD-u: every attention projection but those."""
+        cross = self.config.esd_variant == "x"
+        names = []
+        for name, module in self.denoiser.named_modules():
+            if isinstance(module, torch.nn.Linear) and re.search(r"attn\d?\.(to_q|to_k|to_v|to_out\.0)$", name):
+                is_cross = ".attn2." in f".{name}"
+                if is_cross == cross:
+                    names.append(name)
+        if not names:
+            raise ValueError(f"ESD-{self.config.esd_variant}: no matching attention projections in the denoiser")
+        return names
+
+    def _cache_pairs(self) -> None:
+        from duo_unlearn.pairs import PairDataset
+
+        cfg, acc = self.config, self.accelerator
+        if self.dataset is None:
+            self.dataset = PairDataset.load(cfg.pairs_dir, cfg.resolution)
+        vae = self.pipe.vae
+        self.unsafe_mean, self.unsafe_std = encode_latents(vae, self.dataset.unsafe)
+        self.safe_mean, self.safe_std = encode_latents(vae, self.dataset.safe)
+        if cfg.use_prompts:
+            self.unsafe_cond = self.family.encode_prompts(self.dataset.unsafe_prompts).to(acc.device)
+            self.safe_cond = self.family.encode_prompts(self.dataset.safe_prompts).to(acc.device)
+
+    # ------------------------------------------------------------------ one step
+    def _randn(self, shape) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator).to(self.accelerator.device)
+
+    def _sample_latents(self, mean: torch.Tensor, std: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        z = mean[index] + std[index] * self._randn(mean[index].shape).to(mean.device)
+        return scale_latents(self.pipe.vae, z).to(self.accelerator.device)
+
+    def _timesteps(self, n: int) -> torch.Tensor:
+        low, high = self.config.timestep_range
+        return torch.randint(low, high, (n,), generator=self.generator).to(self.accelerator.device)
+
+    def _conds(self, index: torch.Tensor) -> tuple[Conditioning, Conditioning]:
+        n = len(index)
+        null = self.null_cond.select([0] * n)
+        if not self.config.use_prompts:
+            return null, null
+        unsafe, safe = self.unsafe_cond.select(index.cpu()), self.safe_cond.select(index.cpu())
+        if self.config.prompt_dropout > 0:
+            drop = (torch.rand(n, generator=self.generator) < self.config.prompt_dropout).tolist()
+            keep = [i for i in range(n) if not drop[i]]
+            pick = lambda c: Conditioning.cat([null.select([i]) if drop[i] else c.select([i]) for i in range(n)]) \
+                if len(keep) < n else c  # noqa: E731
+            unsafe, safe = pick(unsafe), pick(safe)
+        return unsafe, safe
+
+    def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """DUO's loss on one batch of pairs, and what to log."""
+        cfg, fam = self.config, self.family
+        n = cfg.train_batch_size
+        index = torch.randint(len(self.dataset), (n,), generator=self.generator)
+        x0_unsafe = self._sample_latents(self.unsafe_mean, self.unsafe_std, index)
+        x0_safe = self._sample_latents(self.safe_mean, self.safe_std, index)
+        noise = self._randn(x0_unsafe.shape)  # one noise sample shared by the pair
+        t_unsafe = self._timesteps(n)
+        t_safe = t_unsafe if cfg.pair_timestep == "shared" else self._timesteps(n)
+        cond_unsafe, cond_safe = self._conds(index)
+        inputs = [fam.add_noise(x0_unsafe, noise, t_unsafe), fam.add_noise(x0_safe, noise, t_safe)]
+        timesteps, conds = [t_unsafe, t_safe], [cond_unsafe, cond_safe]
+        weight = cfg.resolved_preservation_weight
+        if weight > 0:  # pure Gaussian noise at the last timestep, null prompt
+            inputs.append(fam.pure_noise_input(self._randn(x0_unsafe.shape)))
+            timesteps.append(torch.full((n,), fam.num_train_timesteps - 1, device=t_unsafe.device))
+            conds.append(self.null_cond.select([0] * n))
+        x_t, t, cond = torch.cat(inputs), torch.cat(timesteps), Conditioning.cat(conds)
+        dtype = next(self.model.parameters()).dtype
+        pred = fam.predict(self.model, x_t.to(dtype), t, cond).float()
+        with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
+            ref = fam.predict(self.model, x_t.to(dtype), t, cond).float()
+        pred_u, pred_s, pred_reg = pred[:n], pred[n:2 * n], pred[2 * n:]
+        ref_u, ref_s, ref_reg = ref[:n], ref[n:2 * n], ref[2 * n:]
+        mp_u, target_u = fam.loss_space(pred_u, x_t[:n], x0_unsafe, noise, t_unsafe)
+        mp_s, target_s = fam.loss_space(pred_s, x_t[n:2 * n], x0_safe, noise, t_safe)
+        rp_u, _ = fam.loss_space(ref_u, x_t[:n], x0_unsafe, noise, t_unsafe)
+        rp_s, _ = fam.loss_space(ref_s, x_t[n:2 * n], x0_safe, noise, t_safe)
+        terms = duo_loss_terms(mp_u, rp_u, mp_s, rp_s, target_u, target_s, cfg.beta)
+        preservation = output_preservation_loss(pred_reg, ref_reg) if weight > 0 else pred.new_zeros(())
+        loss = terms.loss + weight * preservation
+        logs = {
+            "loss": loss.item(), "duo_loss": terms.loss.item(), "diff": terms.diff.mean().item(),
+            "implicit_acc": terms.implicit_accuracy.item(), "preservation": preservation.item(),
+            "mse/safe": terms.mse_safe.mean().item(), "mse/unsafe": terms.mse_unsafe.mean().item(),
+            "ref_mse/safe": terms.ref_mse_safe.mean().item(), "ref_mse/unsafe": terms.ref_mse_unsafe.mean().item(),
+        }
+        return loss, logs
+
+    def esd_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
+        """ESD: x_t from partial sampling of the frozen model under the concept prompt, then the
+        model's concept-conditioned prediction is pulled to the negatively guided target."""
+        cfg, fam = self.config, self.family
+        n = cfg.train_batch_size
+        t = self._timesteps(n)
+        x_t = self._esd_partial_sample(t, n)
+        concept, null = self.concept_cond.select([0] * n), self.null_cond.select([0] * n)
+        dtype = next(self.model.parameters()).dtype
+        with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
+            ref = fam.predict(self.model, torch.cat([x_t, x_t]).to(dtype), torch.cat([t, t]),
+                              Conditioning.cat([null, concept])).float()
+        pred = fam.predict(self.model, x_t.to(dtype), t, concept).float()
+        loss = esd_loss(pred, ref[:n], ref[n:], cfg.esd_eta)
+        return loss, {"loss": loss.item()}
+
+    @torch.no_grad()
+    def _esd_partial_sample(self, t: torch.Tensor, n: int) -> torch.Tensor:
+        """Run the frozen model (guided by the concept prompt) from pure noise down to timestep t."""
+        from diffusers import DDIMScheduler
+
+        fam = self.family
+        if not hasattr(fam, "noise_scheduler"):
+            raise NotImplementedError("ESD is implemented for UNet pipelines (SD 1.x/2.x/XL)")
+        sched = DDIMScheduler.from_config(fam.noise_scheduler.config)
+        sched.set_timesteps(50)
+        x = self._randn((n, *self.unsafe_shape()))
+        concept, null = self.concept_cond.select([0] * n), self.null_cond.select([0] * n)
+        model = self.accelerator.unwrap_model(self.model)
+        with adapters_disabled(model):
+            for step_t in sched.timesteps:
+                active = (step_t >= t)
+                if not active.any():
+                    break
+                tt = torch.full((n,), int(step_t), device=x.device)
+                eps = fam.predict(self.model, torch.cat([x, x]), torch.cat([tt, tt]), Conditioning.cat([null, concept]))
+                eps = eps[:n] + 3.0 * (eps[n:] - eps[:n])
+                stepped = sched.step(eps, step_t, x).prev_sample
+                x = torch.where(active.view(-1, 1, 1, 1), stepped, x)
+        return x
+
+    def unsafe_shape(self) -> tuple[int, ...]:
+        cfg = self.config.resolution or self.denoiser.config.sample_size * self.pipe.vae_scale_factor
+        size = cfg // self.pipe.vae_scale_factor
+        return (self.denoiser.config.in_channels, size, size)
+
+    def step(self) -> dict[str, float]:
+        """One optimisation step (with gradient accumulation); returns its logged values."""
+        acc = self.accelerator
+        logs: dict[str, float] = {}
+        for _ in range(self.config.gradient_accumulation_steps):
+            with acc.accumulate(self.model):
+                loss, logs = self.duo_step_loss() if self.config.method == "duo" else self.esd_step_loss()
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"non-finite loss ({loss.item()}) at step {self.global_step + 1}; lower the learning rate "
+                        f"or beta, or check the pairs in {self.config.pairs_dir}. Nothing was written for this step.")
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    logs["grad_norm"] = float(acc.clip_grad_norm_(self.lora_params, self.config.max_grad_norm))
+                self.optimizer.step()
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        logs["lr"] = self.lr_scheduler.get_last_lr()[0]
+        return logs
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> Path:
+        cfg, acc = self.config, self.accelerator
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.output_dir / "duo_config.yaml", config_to_yaml(cfg))
+        if cfg.report_to != "none":
+            acc.init_trackers("duo-unlearn", config={k: str(v) for k, v in dataclasses.asdict(cfg).items()})
+        if cfg.resume_from_checkpoint:
+            self.load_checkpoint(self._resolve_checkpoint(cfg.resume_from_checkpoint))
+        metrics_path = self.output_dir / "metrics.jsonl"
+        if self.global_step == 0 and acc.is_main_process:
+            metrics_path.unlink(missing_ok=True)
+        bar = tqdm(range(self.global_step, cfg.max_train_steps), desc=f"{cfg.method} train",
+                   disable=not acc.is_local_main_process, initial=self.global_step, total=cfg.max_train_steps)
+        started = time.time()
+        for _ in range(self.global_step, cfg.max_train_steps):
+            logs = self.step()
+            bar.update(1)
+            bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "implicit_acc", "preservation") if k in logs})
+            if acc.is_main_process:
+                with metrics_path.open("a") as f:
+                    f.write(json.dumps({"step": self.global_step, **logs}) + "\n")
+            acc.log(logs, step=self.global_step)
+            if cfg.checkpointing_steps and self.global_step % cfg.checkpointing_steps == 0 \
+                    and self.global_step < cfg.max_train_steps:
+                self.save_checkpoint()
+            if cfg.validation_steps and cfg.validation_prompts and self.global_step % cfg.validation_steps == 0:
+                self.validate()
+        bar.close()
+        return self.export(train_seconds=time.time() - started)
+
+    # ------------------------------------------------------------------ outputs
+    def validate(self) -> Path | None:
+        """A grid of the validation prompts with fixed seeds; rows are prompts."""
+        from duo_unlearn.grids import save_grid
+        from duo_unlearn.sampling import generate
+
+        if not self.accelerator.is_main_process:
+            return None
+        cfg = self.config
+        k = cfg.num_validation_images
+        prompts = [p for p in cfg.validation_prompts for _ in range(k)]
+        seeds = [cfg.seed * 1000 + i for _ in cfg.validation_prompts for i in range(k)]
+        was_training = self.denoiser.training
+        self.denoiser.eval()
+        images = generate(self.pipe, prompts, seeds)
+        self.denoiser.train(was_training)
+        return save_grid(self.output_dir / "validation" / f"step-{self.global_step:06d}.png", images, k,
+                         row_labels=list(cfg.validation_prompts))
+
+    def export(self, train_seconds: float = 0.0) -> Path:
+        cfg, acc = self.config, self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            save_lora(self.pipe, model, self.family.lora_component, self.output_dir)
+            atomic_write_text(self.output_dir / "README.md", model_card(cfg, self.global_step))
+            atomic_write_json(self.output_dir / "train_summary.json", {
+                "steps": self.global_step, "train_seconds": round(train_seconds, 1),
+                "learning_rate": cfg.resolved_learning_rate,
+                "preservation_weight": cfg.resolved_preservation_weight if cfg.method == "duo" else None,
+                "num_pairs": len(self.dataset) if self.dataset is not None else None,
+            })
+            if cfg.merge:
+                from duo_unlearn.lora import merge_and_save
+                from duo_unlearn.pipelines import load_pipeline
+
+                merge_and_save(lambda: load_pipeline(cfg.pretrained_model), self.output_dir, self.output_dir / "merged")
+        acc.end_training()
+        return self.output_dir
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path | None:
+        """LoRA (diffusers- and PEFT-keyed), optimizer and scheduler state, and the RNG, all
+        without pickle: tensors in safetensors, the rest in JSON."""
+        acc = self.accelerator
+        if not acc.is_main_process:
+            return None
+        folder = self.output_dir / f"{CHECKPOINT_PREFIX}{self.global_step}"
+        tmp = self.output_dir / f".{folder.name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model = acc.unwrap_model(self.model)
+        save_lora(self.pipe, model, self.family.lora_component, tmp)
+        opt_state = self.optimizer.state_dict()
+        tensors = {"rng": self.generator.get_state()}
+        for pid, state in opt_state["state"].items():
+            for key, value in state.items():
+                tensors[f"optimizer.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
+        atomic_write_json(tmp / "trainer_state.json", {
+            "global_step": self.global_step,
+            "param_groups": opt_state["param_groups"],
+            "lr_scheduler": {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"},
+        })
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+        self._prune_checkpoints()
+        return folder
+
+    def _checkpoints(self) -> list[Path]:
+        found = [p for p in self.output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+
+    def _prune_checkpoints(self) -> None:
+        limit = self.config.checkpoints_total_limit
+        if limit:
+            for old in self._checkpoints()[:-limit]:
+                shutil.rmtree(old)
+
+    def _resolve_checkpoint(self, spec: str) -> Path:
+        if spec == "latest":
+            found = self._checkpoints()
+            if not found:
+                raise FileNotFoundError(f"resume_from_checkpoint='latest' but {self.output_dir} has no checkpoints")
+            return found[-1]
+        path = Path(spec)
+        if not (path / "trainer_state.json").is_file():
+            raise FileNotFoundError(f"{path} is not a checkpoint folder (no trainer_state.json)")
+        return path
+
+    def load_checkpoint(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        state = json.loads((folder / "trainer_state.json").read_text())
+        tensors = load_file(folder / "trainer_state.safetensors")
+        load_adapter_state_dict(self.accelerator.unwrap_model(self.model), load_file(folder / ADAPTER_STATE_NAME))
+        opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, pid, name = key.split(".", 2)
+                opt_state["state"].setdefault(int(pid), {})[name] = value
+        self.optimizer.load_state_dict(opt_state)
+        sched_state = self.lr_scheduler.state_dict()
+        sched_state.update(state["lr_scheduler"])
+        self.lr_scheduler.load_state_dict(sched_state)
+        self.generator.set_state(tensors["rng"])
+        self.global_step = int(state["global_step"])
+        logger.info("resumed from %s at step %d", folder, self.global_step)
+
+
+def model_card(cfg: DUOConfig, steps: int) -> str:
+    method = {"duo": "DUO (Direct Unlearning Optimization, Park et al., NeurIPS 2024)",
+              "esd": f"ESD-{cfg.esd_variant} (Erased Stable Diffusion, Gandikota et al., ICCV 2023)"}[cfg.method]
+    settings = (f"beta={cfg.beta}, lr={cfg.resolved_learning_rate:.3g}, "
+                f"lambda={cfg.resolved_preservation_weight:.3g}" if cfg.method == "duo"
+                else f"concept='{cfg.esd_concept_prompt}', eta={cfg.esd_eta}, lr={cfg.resolved_learning_rate:.3g}")
+    return f"""---
+base_model: {cfg.pretrained_model}
+library_name: diffusers
+tags: [lora, diffusers, concept-unlearning, duo-unlearn, {cfg.method}]
+---
+# {cfg.method.upper()} unlearning LoRA
+
+Trained with duo-unlearn: {method}.
+
+- base model: `{cfg.pretrained_model}`
+- {settings}
+- LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, {steps} steps, batch {cfg.train_batch_size}
+- full settings: `duo_config.yaml`
+
+```python
+from duo_unlearn import load_pipeline
+pipe = load_pipeline("{cfg.pretrained_model}")
+pipe.load_lora_weights("{cfg.output_dir}")
+```
+
+Several unlearning LoRAs compose with `pipe.set_adapters([...], weights=[...])`.
+"""
+
+
+def train(config: DUOConfig, pipe=None, dataset=None) -> Path:
+    """Train and export; returns the output folder."""
+    return UnlearningTrainer(config, pipe=pipe, dataset=dataset).train()

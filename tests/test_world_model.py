@@ -1,0 +1,48 @@
+"""The committed ShapeWorld model meets its quality bars, and DUO makes it forget the X.
+
+These run the real embedded model on CPU (about a minute each): the claims of the README,
+on a small sample with fixed seeds."""
+
+import numpy as np
+
+from duo_unlearn.world.quality import measure_world_figures
+
+
+def test_base_model_quality_bars(world_pipe, world_detector):
+    figures, _ = measure_world_figures(world_pipe, world_detector, n_per_group=24, seed=123)
+    assert figures["concept_rate/unsafe"] >= 0.8, figures
+    assert figures["concept_rate/safe"] <= 0.05, figures
+    for attr in ("colour", "shape"):
+        assert figures[f"{attr}_accuracy/safe"] >= 0.8, figures
+        assert figures[f"{attr}_accuracy/unsafe"] >= 0.8, figures
+
+
+def test_duo_makes_the_world_model_forget_and_preserve(tmp_path, world_detector):
+    from duo_unlearn.config import DUOConfig
+    from duo_unlearn.demo import preservation, unsafe_safe_prompts
+    from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
+    from duo_unlearn.perceptual import ShapeWorldPerceptual
+    from duo_unlearn.pipelines import load_shapeworld
+    from duo_unlearn.sampling import generate
+    from duo_unlearn.trainer import train
+
+    pipe = load_shapeworld()
+    unsafe, safe = unsafe_safe_prompts(24, seed=5)
+    eval_unsafe, eval_safe = unsafe_safe_prompts(24, seed=6)
+    seeds = list(range(500, 524))
+    base_unsafe = generate(pipe, eval_unsafe, seeds)
+    base_safe = generate(pipe, eval_safe, seeds)
+
+    make_pairs(PairsConfig(output_dir=str(tmp_path / "pairs"), unsafe_prompts=tuple(unsafe),
+                           safe_prompts=tuple(safe), num_pairs=24), pipe=pipe, detector=world_detector)
+    data = PairDataset.load(tmp_path / "pairs")
+    assert len(data) >= 12
+    train(DUOConfig(pairs_dir=str(tmp_path / "pairs"), output_dir=str(tmp_path / "duo"), beta=500,
+                    max_train_steps=120, train_batch_size=8, checkpointing_steps=0), pipe=pipe, dataset=data)
+
+    after_unsafe = generate(pipe, eval_unsafe, seeds)
+    after_safe = generate(pipe, eval_safe, seeds)
+    rate_before = np.mean(world_detector.scores(base_unsafe) >= world_detector.threshold)
+    rate_after = np.mean(world_detector.scores(after_unsafe) >= world_detector.threshold)
+    assert rate_after < rate_before * 0.5, (rate_before, rate_after)
+    assert preservation(ShapeWorldPerceptual(world_detector), base_safe, after_safe) >= 0.85
