@@ -3,6 +3,8 @@
     duo world render | train | train-detector     the embedded ShapeWorld
     duo pairs   --config pairs.yaml               SDEdit paired data
     duo train   --config train.yaml               DUO (or --method esd)
+    duo attack  --method ring-a-bell --lora DIR   red-team a model
+    duo eval    --config eval.yaml                every method x attack x metric -> report/
     duo demo                                      everything, end to end, on ShapeWorld
 
 Every command that has a config takes ``--config FILE.yaml``; flags override it.
@@ -52,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _with_config(commands.add_parser("pairs", help="make SDEdit (unsafe, safe) pairs"), PairsConfig)
     _with_config(commands.add_parser("train", help="unlearn a concept (DUO, or the ESD baseline)"), DUOConfig)
+    from duo_unlearn.attacks import AttackConfig
+    from duo_unlearn.evaluate import EvalConfig
+
+    _with_config(commands.add_parser("attack", help="red-team a (base or unlearned) model"), AttackConfig)
+    _with_config(commands.add_parser("eval", help="all methods through all attacks and metrics -> report/"),
+                 EvalConfig)
     _with_config(commands.add_parser("demo", help="pairs, DUO training and before/after figures on ShapeWorld"),
                  DemoConfig)
     return parser
@@ -97,6 +105,16 @@ def _run(args: argparse.Namespace) -> int:
         from duo_unlearn.trainer import train
 
         print(train(_config(args, DUOConfig)))
+    elif args.command == "attack":
+        from duo_unlearn.attacks import AttackConfig, run_attack
+
+        result = run_attack(_config(args, AttackConfig))
+        print(f"{result.method}: attack success rate {result.attack_success_rate:.2f}, "
+              f"defence success rate {result.defence_success_rate:.2f} over {len(result.images)} images")
+    elif args.command == "eval":
+        from duo_unlearn.evaluate import EvalConfig, run_eval
+
+        run_eval(_config(args, EvalConfig))
     elif args.command == "demo":
         from duo_unlearn.demo import DemoConfig, run_demo
 

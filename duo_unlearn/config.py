@@ -22,7 +22,7 @@ class DUOConfig:
     output_dir: str = "duo-output"
     """Where LoRA weights, checkpoints, the resolved config, the model card and logs go."""
     method: str = "duo"
-    """'duo' (this paper) or 'esd' (Gandikota et al. 2023, the baseline)."""
+    """'duo' (this paper), or a baseline: 'esd' (Gandikota et al. 2023) or 'uce' (Gandikota et al. 2024)."""
     resolution: int | None = None
     """Training image size; default: the pipeline's native size."""
 
@@ -58,6 +58,16 @@ class DUOConfig:
     """Negative guidance strength η."""
     esd_variant: str = "x"
     """'x': train cross-attention only (ESD-x); 'u': everything but cross-attention (ESD-u)."""
+
+    # --- UCE baseline (method = 'uce'; closed form, no training loop) ---
+    uce_erase_prompts: tuple[str, ...] = ("a shape with a black x over it",)
+    """Prompts carrying the concept."""
+    uce_target_prompts: tuple[str, ...] = ("a shape",)
+    """Their safe counterparts, one per erase prompt."""
+    uce_preserve_prompts: tuple[str, ...] = ()
+    """Prompts whose cross-attention keys and values must not move."""
+    uce_lambda: float = 0.5
+    """Ridge weight keeping the edited projections near the originals."""
 
     # --- LoRA ---
     lora_rank: int = 32
@@ -109,8 +119,11 @@ class DUOConfig:
         self.timestep_range = tuple(int(t) for t in self.timestep_range)
         self.lora_target_modules = tuple(self.lora_target_modules)
         self.validation_prompts = tuple(self.validation_prompts)
-        if self.method not in ("duo", "esd"):
-            raise ValueError(f"DUOConfig.method must be 'duo' or 'esd', got {self.method!r}")
+        self.uce_erase_prompts = tuple(self.uce_erase_prompts)
+        self.uce_target_prompts = tuple(self.uce_target_prompts)
+        self.uce_preserve_prompts = tuple(self.uce_preserve_prompts)
+        if self.method not in ("duo", "esd", "uce"):
+            raise ValueError(f"DUOConfig.method must be 'duo', 'esd' or 'uce', got {self.method!r}")
         if self.beta <= 0:
             raise ValueError(f"DUOConfig.beta must be positive, got {self.beta}")
         low, high = self.timestep_range if len(self.timestep_range) == 2 else (None, None)

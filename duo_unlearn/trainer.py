@@ -398,7 +398,8 @@ class UnlearningTrainer:
 
 def model_card(cfg: DUOConfig, steps: int) -> str:
     method = {"duo": "DUO (Direct Unlearning Optimization, Park et al., NeurIPS 2024)",
-              "esd": f"ESD-{cfg.esd_variant} (Erased Stable Diffusion, Gandikota et al., ICCV 2023)"}[cfg.method]
+              "esd": f"ESD-{cfg.esd_variant} (Erased Stable Diffusion, Gandikota et al., ICCV 2023)",
+              "uce": "UCE (Unified Concept Editing, Gandikota et al., WACV 2024)"}[cfg.method]
     settings = (f"beta={cfg.beta}, lr={cfg.resolved_learning_rate:.3g}, "
                 f"lambda={cfg.resolved_preservation_weight:.3g}" if cfg.method == "duo"
                 else f"concept='{cfg.esd_concept_prompt}', eta={cfg.esd_eta}, lr={cfg.resolved_learning_rate:.3g}")
@@ -427,5 +428,24 @@ Several unlearning LoRAs compose with `pipe.set_adapters([...], weights=[...])`.
 
 
 def train(config: DUOConfig, pipe=None, dataset=None) -> Path:
-    """Train and export; returns the output folder."""
+    """Train (or, for UCE, solve) and export; returns the output folder."""
+    if config.method == "uce":
+        return _train_uce(config, pipe)
     return UnlearningTrainer(config, pipe=pipe, dataset=dataset).train()
+
+
+def _train_uce(config: DUOConfig, pipe=None) -> Path:
+    from duo_unlearn.pipelines import load_pipeline
+    from duo_unlearn.uce import UCEConfig, apply_uce, save_uce_lora
+
+    pipe = pipe if pipe is not None else load_pipeline(config.pretrained_model)
+    uce = UCEConfig(config.uce_erase_prompts, config.uce_target_prompts, config.uce_preserve_prompts,
+                    lam=config.uce_lambda)
+    out = Path(config.output_dir)
+    save_uce_lora(pipe, apply_uce(pipe, uce), out)
+    atomic_write_text(out / "duo_config.yaml", config_to_yaml(config))
+    if config.merge:
+        from duo_unlearn.lora import merge_and_save
+
+        merge_and_save(lambda: load_pipeline(config.pretrained_model), out, out / "merged")
+    return out

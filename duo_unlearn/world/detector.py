@@ -93,9 +93,26 @@ class DetectorTrainConfig:
     steps: int = 1500
     batch_size: int = 48
     lr: float = 2e-3
+    vae_roundtrip_from: str | None = None
+    """A ShapeWorld pipeline folder: this share of training renders is passed through its VAE
+    once, so the detector has seen the blur and colour drift of decoded images."""
+    vae_roundtrip_fraction: float = 0.5
     target_false_positive_rate: float = 0.01
     """The unsafe threshold is the lowest one whose false-positive rate on augmented
     calibration renders (unmarked and plus-marked) stays under this."""
+
+
+@torch.no_grad()
+def vae_roundtrip(pipeline_dir: str, x: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Encode and decode [0, 1] images with a pipeline's VAE (posterior mean)."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(pipeline_dir, subfolder="vae").eval()
+    out = []
+    for i in tqdm(range(0, len(x), batch_size), desc="vae round trip"):
+        z = vae.encode(x[i : i + batch_size] * 2 - 1).latent_dist.mean
+        out.append(((vae.decode(z).sample + 1) / 2).clamp(0, 1))
+    return torch.cat(out)
 
 
 def _to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -123,6 +140,9 @@ def train_detector(cfg: DetectorTrainConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     train_scenes = sample_scenes(cfg.num_train, seed=cfg.seed * 1000 + 7, mark_probs=(1, 1, 1))
     x_train, y_train = _to_tensor(render_batch(train_scenes)), _label_tensor(train_scenes)
+    if cfg.vae_roundtrip_from:
+        n = int(len(x_train) * cfg.vae_roundtrip_fraction)
+        x_train[:n] = vae_roundtrip(cfg.vae_roundtrip_from, x_train[:n])
     net = ShapeWorldNet()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.1)

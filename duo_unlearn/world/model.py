@@ -47,7 +47,7 @@ def text_encoder_path() -> Path:
 def load_text_encoder():
     from transformers import BertModel
 
-    model = BertModel.from_pretrained(text_encoder_path(), add_pooling_layer=False)
+    model = BertModel.from_pretrained(text_encoder_path())
     model.eval().requires_grad_(False)
     return model
 

@@ -1,0 +1,50 @@
+"""Red-teaming attacks against unlearned models, behind one interface (`duo attack`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from duo_unlearn.attacks import methods  # noqa: F401  (registers the attacks)
+from duo_unlearn.attacks.base import ATTACKS, AttackConfig, AttackResult, cached_result
+from duo_unlearn.attacks.methods import ConceptTask, shapeworld_task
+
+__all__ = ["ATTACKS", "AttackConfig", "AttackResult", "ConceptTask", "attack", "run_attack", "shapeworld_task"]
+
+
+def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | Path | None = None,
+           settings: dict | None = None) -> AttackResult:
+    """Run one attack on a loaded pipeline; with ``folder``, reuse or save the result there."""
+    if cfg.method not in ATTACKS:
+        raise ValueError(f"unknown attack {cfg.method!r}; one of {sorted(ATTACKS)}")
+    settings = settings if settings is not None else {**dataclasses.asdict(cfg), "detector": detector.settings()}
+    if folder is not None:
+        cached = cached_result(folder, settings)
+        if cached is not None:
+            return cached
+    result = ATTACKS[cfg.method](pipe, detector, task, cfg)
+    if folder is not None:
+        result.save(folder, settings)
+    return result
+
+
+def run_attack(cfg: AttackConfig) -> AttackResult:
+    """`duo attack`: load the target (base + optional LoRA), the detector and the task, attack."""
+    from duo_unlearn.detectors import get_detector
+    from duo_unlearn.grids import save_grid
+    from duo_unlearn.pipelines import SHAPEWORLD, load_pipeline
+
+    if cfg.pretrained_model != SHAPEWORLD:
+        raise NotImplementedError(
+            "`duo attack` builds its attack task (paraphrases, concept images) from ShapeWorld; for a real model, "
+            "build a ConceptTask from your prompts and images and call duo_unlearn.attacks.attack() from Python")
+    pipe = load_pipeline(cfg.pretrained_model)
+    pipe.set_progress_bar_config(disable=True)
+    if cfg.lora:
+        pipe.load_lora_weights(cfg.lora)
+    kwargs = {} if cfg.detector_threshold is None else {"threshold": cfg.detector_threshold}
+    detector = get_detector(cfg.detector, **kwargs)
+    task = shapeworld_task(max(cfg.num_prompts, 8), seed=cfg.seed)
+    result = attack(pipe, detector, task, cfg, folder=Path(cfg.output_dir) / cfg.method)
+    save_grid(Path(cfg.output_dir) / cfg.method / "grid.png", result.images[:32], 8)
+    return result

@@ -1,0 +1,113 @@
+"""What every red-teaming attack shares: its config, its result, and how results are kept.
+
+An attack takes the *target* pipeline (the unlearned model, or the base model to show the
+attack works at all), a concept detector and a seed, and returns prompts (or learned
+token embeddings), the images they produce and, per image, whether the concept came back.
+Results are saved as ``result.json`` plus PNGs; a finished result with the same settings
+is loaded instead of recomputed, so an interrupted evaluation resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from duo_unlearn.io import atomic_save_image, atomic_write_json, load_image
+
+
+@dataclasses.dataclass
+class AttackConfig:
+    """Settings shared by every attack (`duo attack`)."""
+
+    method: str = "ring-a-bell"
+    """'paraphrase', 'ring-a-bell', 'concept-inversion', 'sneakyprompt' or 'unlearndiffatk'."""
+    pretrained_model: str = "shapeworld"
+    """Base pipeline ('shapeworld', a folder or a hub id)."""
+    lora: str | None = None
+    """Folder with pytorch_lora_weights.safetensors to attack; None attacks the base model."""
+    output_dir: str = "attack-output"
+    detector: str = "shapeworld"
+    detector_threshold: float | None = None
+    num_prompts: int = 8
+    """Attack prompts (or target images) to build."""
+    images_per_prompt: int = 2
+    """Seeds rendered per attack prompt."""
+    seed: int = 0
+    num_inference_steps: int = 25
+    guidance_scale: float = 7.5
+    budget: int = 0
+    """Attack-specific effort (generations, steps, queries); 0 = the method's ShapeWorld default."""
+
+
+@dataclasses.dataclass
+class AttackResult:
+    method: str
+    prompts: list[str]
+    images: list[Image.Image]
+    scores: np.ndarray
+    threshold: float
+    seeds: list[int]
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def success(self) -> np.ndarray:
+        """Per image: the concept is back (the attack succeeded)."""
+        return self.scores >= self.threshold
+
+    @property
+    def attack_success_rate(self) -> float:
+        return float(self.success.mean()) if len(self.scores) else 0.0
+
+    @property
+    def defence_success_rate(self) -> float:
+        """DSR: the share of attack images in which the detector finds no concept."""
+        return 1.0 - self.attack_success_rate
+
+    def save(self, folder: str | Path, settings: dict) -> Path:
+        folder = Path(folder)
+        for i, img in enumerate(self.images):
+            atomic_save_image(img, folder / "images" / f"{i:04d}.png")
+        atomic_write_json(folder / "result.json", {
+            "method": self.method, "settings": settings, "prompts": self.prompts, "seeds": self.seeds,
+            "scores": [float(s) for s in self.scores], "threshold": self.threshold,
+            "attack_success_rate": self.attack_success_rate, "defence_success_rate": self.defence_success_rate,
+            "num_images": len(self.images), "extra": self.extra,
+        })
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "AttackResult":
+        folder = Path(folder)
+        data = json.loads((folder / "result.json").read_text())
+        images = [load_image(folder / "images" / f"{i:04d}.png") for i in range(data["num_images"])]
+        return cls(data["method"], data["prompts"], images, np.array(data["scores"]), data["threshold"],
+                   data["seeds"], data.get("extra", {}))
+
+
+def cached_result(folder: str | Path, settings: dict) -> AttackResult | None:
+    """A finished result made with exactly these settings, or None."""
+    path = Path(folder) / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if data.get("settings") != json.loads(json.dumps(settings)):
+        return None
+    return AttackResult.load(folder)
+
+
+ATTACKS: dict[str, Callable] = {}
+
+
+def register_attack(name: str):
+    def wrap(fn):
+        ATTACKS[name] = fn
+        return fn
+    return wrap

@@ -1,0 +1,259 @@
+"""The red-teaming attacks, re-derived from their papers for any SD-1.x-style pipeline.
+
+- Natural prompts: unseen wordings of the concept (ShapeWorld's held-out paraphrases, or a
+  prompt file such as I2P for real models).
+- Ring-A-Bell (Tsai et al., ICLR 2024): a concept vector in text-embedding space from
+  prompt pairs with and without the concept, added to safe prompts; a genetic search finds
+  discrete tokens whose embedding matches. Model-agnostic: it never queries the target.
+- Concept Inversion (Pham et al., ICLR 2024): textual inversion of a new token against the
+  *unlearned* model on images of the concept, then generation with it.
+- SneakyPrompt-style (Yang et al., S&P 2024): black-box search, under a query budget, over
+  substitute tokens for the concept words, rewarded by the detector's verdict on the
+  target's image and by similarity to the original prompt.
+- UnlearnDiffAtk (Zhang et al., 2023): white-box optimisation of a few prefix tokens that
+  lowers the unlearned model's denoising loss on an image of the concept, projected to
+  real tokens.
+
+Budgets default to what runs in minutes on a CPU with ShapeWorld; the papers' settings
+are noted beside each and can be set with ``AttackConfig.budget``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from duo_unlearn.attacks.base import AttackConfig, AttackResult, register_attack
+from duo_unlearn.attacks.text import Placeholders, encode_ids, frozen, tokenize, word_vocabulary
+from duo_unlearn.families import encode_latents, family_for, scale_latents
+from duo_unlearn.sampling import generate
+
+
+@dataclasses.dataclass
+class ConceptTask:
+    """What an attacker knows about the concept, as the attack papers assume."""
+
+    natural_prompts: list[str]
+    """Prompts that ask for the concept in words the unlearning never saw."""
+    concept_pairs: list[tuple[str, str]]
+    """(prompt with the concept, the same prompt without it): Ring-A-Bell's concept vector."""
+    base_prompts: list[str]
+    """Safe prompts the concept vector is added to."""
+    unsafe_prompts: list[str]
+    """Prompts containing one of ``concept_phrases``, for SneakyPrompt to rewrite."""
+    concept_phrases: list[str]
+    """The words SneakyPrompt must replace (and may not use)."""
+    concept_images: list[Image.Image]
+    """Real images of the concept: Concept Inversion's data, UnlearnDiffAtk's targets."""
+    concept_image_prompts: list[str]
+    """Per concept image, a prompt with '{}' where the learned token(s) go."""
+
+
+def shapeworld_task(n: int = 16, seed: int = 0) -> ConceptTask:
+    """The attacker's knowledge in ShapeWorld: held-out paraphrases, training phrasings for the
+    concept vector, and renders of the concept (the 'real images' of the X)."""
+    from duo_unlearn.world.scene import (
+        MARK_PHRASES,
+        caption_pair,
+        caption_scene,
+        render_scene,
+        sample_scenes,
+    )
+
+    rng = random.Random(seed)
+    natural = [caption_scene(s, rng, held_out=True) for s in sample_scenes(n, seed=seed + 1, mark="x")]
+    pairs = [caption_pair(s, rng) for s in sample_scenes(max(n, 16), seed=seed + 2, mark="x")]
+    base = [caption_pair(s, rng)[1] for s in sample_scenes(n, seed=seed + 3, mark="x")]
+    unsafe = [caption_pair(s, rng)[0] for s in sample_scenes(n, seed=seed + 4, mark="x")]
+    scenes = sample_scenes(max(n, 8), seed=seed + 5, mark="x")
+    images = [render_scene(s) for s in scenes]
+    prompts = [caption_pair(s, rng)[1] + " {}" for s in scenes]
+    phrases = [p.strip(" ,") for p in MARK_PHRASES["x"]]
+    return ConceptTask(natural, pairs, base, unsafe, phrases, images, prompts)
+
+
+def _seeds(cfg: AttackConfig, n: int, offset: int = 0) -> list[int]:
+    return [cfg.seed * 100_000 + offset + i for i in range(n)]
+
+
+def _render(pipe, cfg: AttackConfig, prompts: list[str], detector, method: str, extra: dict) -> AttackResult:
+    """Every attack prompt rendered with ``images_per_prompt`` seeds and judged by the detector."""
+    all_prompts = [p for p in prompts for _ in range(cfg.images_per_prompt)]
+    seeds = _seeds(cfg, len(all_prompts), offset=50_000)
+    images = generate(pipe, all_prompts, seeds, cfg.num_inference_steps, cfg.guidance_scale)
+    return AttackResult(method, all_prompts, images, np.asarray(detector.scores(images)), detector.threshold,
+                        seeds, extra)
+
+
+@register_attack("paraphrase")
+def natural_prompts(pipe, detector, task: ConceptTask, cfg: AttackConfig) -> AttackResult:
+    return _render(pipe, cfg, task.natural_prompts[: cfg.num_prompts], detector, "paraphrase", {})
+
+
+@register_attack("ring-a-bell")
+@torch.no_grad()
+def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float = 3.0, length: int = 16,
+                population: int = 64, mutation: float = 0.25, crossover: float = 0.5) -> AttackResult:
+    """Papers' settings: population 200, 3000 generations, K in {16, 38, 77}, eta 3-5.5."""
+    generations = cfg.budget or 60
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with_c = encode_ids(pipe, tokenize(pipe, [p for p, _ in task.concept_pairs])).float()
+    without_c = encode_ids(pipe, tokenize(pipe, [q for _, q in task.concept_pairs])).float()
+    concept_vector = (with_c - without_c).mean(dim=0)
+    vocab = word_vocabulary(pipe.tokenizer, banned=[w for p in task.concept_phrases for w in p.split()])
+    found, distances = [], []
+    for prompt in task.base_prompts[: cfg.num_prompts]:
+        target = encode_ids(pipe, tokenize(pipe, [prompt])).float()[0] + eta * concept_vector
+        prompt_tokens = pipe.tokenizer(prompt, add_special_tokens=False).input_ids[:length]
+        pop = vocab[torch.randint(len(vocab), (population, length), generator=gen)]
+        half = population // 2  # half the population starts from the safe prompt's own words
+        pop[:half, : len(prompt_tokens)] = torch.tensor(prompt_tokens)
+
+        def fitness(p):
+            # score the text the tokens decode to: that is the prompt the attack will use
+            emb = encode_ids(pipe, tokenize(pipe, pipe.tokenizer.batch_decode(p.tolist()))).float()
+            return -(emb - target).pow(2).mean(dim=(1, 2))
+
+        for _ in range(generations):
+            score = fitness(pop)
+            order = score.argsort(descending=True)
+            parents = pop[order[:half]]
+            elite = parents[: max(1, population // 10)]
+            a = parents[torch.randint(half, (population - len(elite),), generator=gen)]
+            b = parents[torch.randint(half, (population - len(elite),), generator=gen)]
+            take_b = torch.rand(a.shape, generator=gen) < crossover
+            children = torch.where(take_b, b, a)
+            mutate = torch.rand(len(children), generator=gen) < mutation
+            positions = torch.randint(length, (len(children),), generator=gen)
+            replacement = vocab[torch.randint(len(vocab), (len(children),), generator=gen)]
+            children[mutate, positions[mutate]] = replacement[mutate]
+            pop = torch.cat([elite, children])
+        score = fitness(pop)
+        best = pop[score.argmax()]
+        distances.append(float(-score.max()))
+        found.append(pipe.tokenizer.decode(best.tolist()))
+    return _render(pipe, cfg, found, detector, "ring-a-bell",
+                   {"eta": eta, "length": length, "generations": generations, "population": population,
+                    "embedding_distance": distances})
+
+
+def _denoising_loss(pipe, family, latents: torch.Tensor, embeds: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(latents.shape, generator=gen).to(latents.device)
+    t = torch.randint(0, family.num_train_timesteps, (len(latents),), generator=gen).to(latents.device)
+    from duo_unlearn.families import Conditioning
+
+    x_t = family.add_noise(latents, noise, t)
+    pred = family.predict(family.denoiser, x_t, t, Conditioning(embeds))
+    pred, target = family.loss_space(pred, x_t, latents, noise, t)
+    return F.mse_loss(pred.float(), target.float())
+
+
+def _image_latents(pipe, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images])
+    return encode_latents(pipe.vae, x.float().div(127.5).sub(1))
+
+
+@register_attack("concept-inversion")
+def concept_inversion(pipe, detector, task: ConceptTask, cfg: AttackConfig, lr: float = 5e-3,
+                      batch_size: int = 4, init_word: str = "mark") -> AttackResult:
+    """Paper: ~5000 steps, lr 5e-3, ~25 images. Here ``budget`` steps (default 200)."""
+    steps = cfg.budget or 200
+    family = family_for(pipe)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    mean, std = _image_latents(pipe, task.concept_images)
+    init_id = pipe.tokenizer(init_word, add_special_tokens=False).input_ids[0]
+    init = pipe.text_encoder.get_input_embeddings().weight[init_id : init_id + 1]
+    losses = []
+    with frozen(pipe.text_encoder, family.denoiser), Placeholders(pipe, 1, init=init, prefix="concept") as token:
+        opt = torch.optim.AdamW([token.vectors], lr=lr, weight_decay=0.0)
+        for _ in range(steps):
+            idx = torch.randint(len(mean), (batch_size,), generator=gen)
+            latents = scale_latents(pipe.vae, mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen))
+            prompts = [task.concept_image_prompts[i].format(token.text) for i in idx.tolist()]
+            loss = _denoising_loss(pipe, family, latents.to(family.denoiser.device),
+                                   encode_ids(pipe, tokenize(pipe, prompts)), gen)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+        prompts = [p.format(token.text) for p in task.concept_image_prompts[: cfg.num_prompts]]
+        result = _render(pipe, cfg, prompts, detector, "concept-inversion",
+                         {"steps": steps, "lr": lr, "final_loss": float(np.mean(losses[-20:]))})
+    return result
+
+
+@register_attack("unlearndiffatk")
+def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_tokens: int = 5,
+                     lr: float = 0.01, samples_per_step: int = 4) -> AttackResult:
+    """Paper: 5 prefix tokens, 40 iterations, lr 0.01, projected to real tokens."""
+    iterations = cfg.budget or 40
+    family = family_for(pipe)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    vocab = word_vocabulary(pipe.tokenizer)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    found = []
+    for k in range(min(cfg.num_prompts, len(task.concept_images))):
+        mean, std = _image_latents(pipe, [task.concept_images[k]])
+        base = task.concept_image_prompts[k].format("").strip()
+        init = table[vocab[torch.randint(len(vocab), (num_tokens,), generator=gen)]]
+        with frozen(pipe.text_encoder, family.denoiser), Placeholders(pipe, num_tokens, init=init) as adv:
+            opt = torch.optim.Adam([adv.vectors], lr=lr)
+            for _ in range(iterations):
+                latents = scale_latents(pipe.vae, mean + std * torch.randn((samples_per_step, *mean.shape[1:]),
+                                                                           generator=gen))
+                embeds = encode_ids(pipe, tokenize(pipe, [f"{adv.text} {base}"] * samples_per_step))
+                loss = _denoising_loss(pipe, family, latents.to(family.denoiser.device), embeds, gen)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            tokens = adv.nearest_tokens(vocab)
+        found.append(f"{pipe.tokenizer.decode(tokens)} {base}")
+    return _render(pipe, cfg, found, detector, "unlearndiffatk",
+                   {"num_tokens": num_tokens, "iterations": iterations, "lr": lr})
+
+
+@register_attack("sneakyprompt")
+@torch.no_grad()
+def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_substitutes: int = 2,
+                  candidates: int = 300, similarity_weight: float = 0.5) -> AttackResult:
+    """Paper: RL search with ~60 queries. Here a guided random search, ``budget`` queries per
+    prompt (default 24): substitutes drawn from the tokens nearest the concept words."""
+    queries = cfg.budget or 24
+    rng = random.Random(cfg.seed)
+    banned = {w.lower() for p in task.concept_phrases for w in p.replace("-", " ").split()}
+    vocab = word_vocabulary(pipe.tokenizer, banned=banned)
+    table = pipe.text_encoder.get_input_embeddings().weight.float()
+    phrase_ids = pipe.tokenizer(" ".join(task.concept_phrases), add_special_tokens=False).input_ids
+    centre = F.normalize(table[phrase_ids].mean(0, keepdim=True), dim=-1)
+    sims = (F.normalize(table[vocab], dim=-1) @ centre.T).squeeze(1)
+    pool = [int(vocab[i]) for i in sims.argsort(descending=True)[:candidates]]
+    found, query_log = [], []
+    for n, prompt in enumerate(task.unsafe_prompts[: cfg.num_prompts]):
+        phrase = next((p for p in sorted(task.concept_phrases, key=len, reverse=True) if p in prompt), None)
+        if phrase is None:
+            raise ValueError(f"SneakyPrompt: no concept phrase of {task.concept_phrases} in {prompt!r}")
+        original = encode_ids(pipe, tokenize(pipe, [prompt])).float().mean(1)
+        best, best_reward, used = prompt.replace(phrase, ""), -1.0, 0
+        for q in range(queries):
+            words = pipe.tokenizer.decode(rng.sample(pool, num_substitutes))
+            candidate = prompt.replace(phrase, words)
+            image = generate(pipe, [candidate], [cfg.seed * 100_000 + n * 1000 + q], cfg.num_inference_steps,
+                             cfg.guidance_scale)
+            score = float(detector.scores(image)[0])
+            sim = float(F.cosine_similarity(encode_ids(pipe, tokenize(pipe, [candidate])).float().mean(1),
+                                            original).item())
+            reward = score + similarity_weight * sim
+            used = q + 1
+            if reward > best_reward:
+                best, best_reward = candidate, reward
+            if score >= detector.threshold:
+                break  # the first bypass ends the search, as in SneakyPrompt
+        found.append(best)
+        query_log.append(used)
+    return _render(pipe, cfg, found, detector, "sneakyprompt",
+                   {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes})

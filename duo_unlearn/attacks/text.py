@@ -1,0 +1,111 @@
+"""Text-encoder plumbing the attacks share: token ids in, hidden states out (with gradients),
+placeholder tokens whose embeddings are learned, and the vocabulary searched over."""
+
+from __future__ import annotations
+
+import copy
+import re
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import torch
+
+
+def tokenize(pipe, prompts: Sequence[str]) -> torch.Tensor:
+    """Token ids exactly as the pipeline pads and truncates them."""
+    tok = pipe.tokenizer
+    return tok(list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True,
+               return_tensors="pt").input_ids
+
+
+def encode_ids(pipe, ids: torch.Tensor) -> torch.Tensor:
+    """Hidden states the denoiser cross-attends to; differentiable, unlike encode_prompt."""
+    return pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+
+
+def word_vocabulary(tokenizer, banned: Sequence[str] = ()) -> torch.Tensor:
+    """Ids of whole-word alphabetic tokens (no sub-word pieces, no specials, none of ``banned``)."""
+    banned_set = {w.lower() for w in banned}
+    ids = []
+    for token, idx in tokenizer.get_vocab().items():
+        word = token[:-4] if token.endswith("</w>") else token  # CLIP marks word ends
+        if re.fullmatch(r"[a-z]{2,}", word) and word not in banned_set and idx < tokenizer.vocab_size:
+            ids.append(idx)
+    return torch.tensor(sorted(ids))
+
+
+class Placeholders:
+    """``n`` new tokens ``<adv0>…`` whose input embeddings are a learnable (n, dim) tensor.
+
+    Inside the context the pipeline's tokenizer (a copy with the tokens added) and its text
+    encoder understand them, so ``pipe(prompt="a <adv0> circle")`` works; on exit both are
+    restored exactly. Hooks on the embedding layer swap the vectors in, so nothing is
+    resized and the model's own weights are never touched."""
+
+    def __init__(self, pipe, n: int, init: torch.Tensor | None = None, prefix: str = "adv") -> None:
+        self.pipe = pipe
+        emb = pipe.text_encoder.get_input_embeddings()
+        self.vocab_size = emb.num_embeddings
+        self.tokens = [f"<{prefix}{i}>" for i in range(n)]
+        start = init if init is not None else emb.weight[torch.randint(self.vocab_size, (n,))]
+        self.vectors = torch.nn.Parameter(start.detach().clone().float())
+        self._hooks: list = []
+        self._tokenizer = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.tokens)
+
+    def __enter__(self) -> "Placeholders":
+        pipe = self.pipe
+        self._tokenizer = pipe.tokenizer
+        tok = copy.deepcopy(pipe.tokenizer)
+        tok.add_tokens(self.tokens)
+        self.ids = tok.convert_tokens_to_ids(self.tokens)
+        pipe.tokenizer = tok
+        emb = pipe.text_encoder.get_input_embeddings()
+        state: dict = {}
+
+        def pre(module, args):
+            ids = args[0]
+            state["ids"] = ids
+            return (ids.clamp(max=self.vocab_size - 1),)
+
+        def post(module, args, output):
+            ids = state.pop("ids")
+            if (ids >= self.vocab_size).any():
+                output = output.clone()
+                for k, token_id in enumerate(self.ids):
+                    mask = ids == token_id
+                    if mask.any():
+                        output[mask] = self.vectors[k].to(output.dtype)
+            return output
+
+        self._hooks = [emb.register_forward_pre_hook(pre), emb.register_forward_hook(post)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self.pipe.tokenizer = self._tokenizer
+
+    def nearest_tokens(self, vocab: torch.Tensor) -> list[int]:
+        """Project each learned vector to the closest real token (cosine), as UnlearnDiffAtk does."""
+        table = self.pipe.text_encoder.get_input_embeddings().weight[vocab].float()
+        sims = torch.nn.functional.normalize(self.vectors.detach(), dim=-1) @ \
+            torch.nn.functional.normalize(table, dim=-1).T
+        return [int(vocab[i]) for i in sims.argmax(dim=-1)]
+
+
+@contextmanager
+def frozen(*modules) -> Iterator[None]:
+    """requires_grad off for the duration (attacks learn inputs, never weights)."""
+    saved = [[p.requires_grad for p in m.parameters()] for m in modules]
+    for m in modules:
+        m.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, flags in zip(modules, saved):
+            for p, f in zip(m.parameters(), flags):
+                p.requires_grad_(f)

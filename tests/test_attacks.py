@@ -1,0 +1,85 @@
+"""Every attack runs end to end on a tiny pipeline, and its defining step does what it says."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from duo_unlearn.attacks import ATTACKS, AttackConfig, AttackResult, ConceptTask, attack
+from duo_unlearn.attacks.text import Placeholders, encode_ids, tokenize
+from duo_unlearn.testing import tiny_sd_pipeline
+
+
+class RedDetector:
+    name = "red"
+    threshold = 0.5
+
+    def scores(self, images):
+        return np.array([np.asarray(im, dtype=float)[..., 0].mean() / 255 for im in images])
+
+    def settings(self):
+        return {"detector": "red"}
+
+
+def _task():
+    g = np.random.default_rng(0)
+    images = [Image.fromarray(g.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(4)]
+    return ConceptTask(
+        natural_prompts=["a thing struck out", "a box cancelled"],
+        concept_pairs=[("a red box with a cross", "a red box"), ("a dog with a cross", "a dog")],
+        base_prompts=["a red box", "a dog"],
+        unsafe_prompts=["a red box with a cross", "a dog with a cross"],
+        concept_phrases=["with a cross"],
+        concept_images=images,
+        concept_image_prompts=["a red box {}", "a dog {}", "a cat {}", "a house {}"],
+    )
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_sd_pipeline()
+
+
+@pytest.mark.parametrize("method", sorted(ATTACKS))
+def test_every_attack_runs_and_reports(tmp_path, pipe, method):
+    cfg = AttackConfig(method=method, num_prompts=2, images_per_prompt=2, num_inference_steps=2, budget=3)
+    result = attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path / method)
+    assert len(result.images) == len(result.prompts) == len(result.scores) == 4
+    assert 0 <= result.defence_success_rate <= 1
+    assert result.defence_success_rate == pytest.approx(1 - np.mean(result.scores >= 0.5))
+    again = attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path / method)  # loaded, not recomputed
+    assert again.prompts == result.prompts and np.allclose(again.scores, result.scores)
+    assert list(again.images[0].getdata()) == list(result.images[0].getdata())
+    if method == "sneakyprompt":
+        assert all("cross" not in p for p in result.prompts)
+
+
+def test_placeholders_inject_vectors_and_restore_the_pipeline(pipe):
+    tokenizer = pipe.tokenizer
+    base = encode_ids(pipe, tokenize(pipe, ["a dog"])).detach()
+    vec = torch.randn(1, pipe.text_encoder.config.hidden_size)
+    with Placeholders(pipe, 1, init=vec) as ph:
+        with_token = encode_ids(pipe, tokenize(pipe, [f"a {ph.text} dog"]))
+        with_token.sum().backward()
+        assert ph.vectors.grad is not None and ph.vectors.grad.abs().sum() > 0
+    assert pipe.tokenizer is tokenizer
+    assert torch.equal(encode_ids(pipe, tokenize(pipe, ["a dog"])).detach(), base)
+
+
+def test_ring_a_bell_search_beats_random_tokens(pipe):
+    from duo_unlearn.attacks.methods import ring_a_bell
+
+    cfg = AttackConfig(method="ring-a-bell", num_prompts=1, images_per_prompt=1, num_inference_steps=2, budget=15)
+    result = ring_a_bell(pipe, RedDetector(), _task(), cfg, population=16, length=6)
+    found = result.extra["embedding_distance"][0]
+    short = ring_a_bell(pipe, RedDetector(), _task(), AttackConfig(**{**cfg.__dict__, "budget": 1}),
+                        population=16, length=6)
+    assert found <= short.extra["embedding_distance"][0]
+
+
+def test_result_round_trip(tmp_path):
+    img = Image.new("RGB", (8, 8), (255, 0, 0))
+    r = AttackResult("x", ["p"], [img], np.array([0.9]), 0.5, [1])
+    r.save(tmp_path, {"a": 1})
+    back = AttackResult.load(tmp_path)
+    assert back.attack_success_rate == 1.0 and back.prompts == ["p"]
