@@ -25,5 +25,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py --output bench-output/step_time.md
 
+eval study: $(STAMP)
+	$(BIN)/duo eval --config configs/eval_shapeworld.yaml
+
 clean:
 	rm -rf $(VENV) demo-output bench-output eval-output

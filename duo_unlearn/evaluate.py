@@ -42,18 +42,25 @@ class EvalConfig:
     baselines: tuple[str, ...] = ("esd", "uce")
     """Prompt-based baselines trained on the same model: 'esd', 'uce'."""
     attacks: tuple[str, ...] = ATTACK_NAMES
+    """Attacks run against every model (all five by default)."""
     num_pairs: int = 64
+    """SDEdit pairs shared by every DUO model."""
     train_steps: int = 300
+    """DUO steps per model."""
     train_batch_size: int = 8
+    """Pairs per DUO step."""
     esd_steps: int = 150
+    """ESD-x steps."""
     num_attack_prompts: int = 8
     """Attack prompts (or target images) per attack."""
     images_per_prompt: int = 2
+    """Seeds per attack prompt."""
     attack_budget: int = 0
     """Per-attack effort (0: each attack's ShapeWorld default)."""
     num_eval_prompts: int = 32
     """Prompts per metric group (safe, unsafe, held-out, close), one seed each."""
     seed: int = 0
+    """Seeds pairs, training, prompts and images."""
 
 
 def _model_specs(cfg: EvalConfig) -> list[dict]:

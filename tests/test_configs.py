@@ -11,7 +11,16 @@ from duo_unlearn.pairs import PairsConfig
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("cls", [DUOConfig, PairsConfig, DemoConfig])
+def _all_configs():
+    from duo_unlearn.attacks import AttackConfig
+    from duo_unlearn.evaluate import EvalConfig
+    from duo_unlearn.world.detector import DetectorTrainConfig
+    from duo_unlearn.world.train import WorldTrainConfig
+
+    return [DUOConfig, PairsConfig, DemoConfig, AttackConfig, EvalConfig, DetectorTrainConfig, WorldTrainConfig]
+
+
+@pytest.mark.parametrize("cls", _all_configs(), ids=lambda c: c.__name__)
 def test_every_field_is_documented(cls):
     docs = field_docs(cls)
     undocumented = [f.name for f in dataclasses.fields(cls) if f.name not in docs]
@@ -20,7 +29,9 @@ def test_every_field_is_documented(cls):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
-    cls = PairsConfig if "pairs" in path.name else DUOConfig
+    from duo_unlearn.evaluate import EvalConfig
+
+    cls = PairsConfig if "pairs" in path.name else EvalConfig if "eval" in path.name else DUOConfig
     cfg = load_config(cls, path)
     assert isinstance(cfg, cls)
 

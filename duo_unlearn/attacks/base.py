@@ -31,15 +31,21 @@ class AttackConfig:
     lora: str | None = None
     """Folder with pytorch_lora_weights.safetensors to attack; None attacks the base model."""
     output_dir: str = "attack-output"
+    """Results go to output_dir/method/ (result.json, images/, grid.png)."""
     detector: str = "shapeworld"
+    """Detector judging whether the concept came back."""
     detector_threshold: float | None = None
+    """Override the detector's calibrated threshold."""
     num_prompts: int = 8
     """Attack prompts (or target images) to build."""
     images_per_prompt: int = 2
     """Seeds rendered per attack prompt."""
     seed: int = 0
+    """Seeds the search and every rendered image."""
     num_inference_steps: int = 25
+    """Denoising steps per generated image."""
     guidance_scale: float = 7.5
+    """Classifier-free guidance for generated images."""
     budget: int = 0
     """Attack-specific effort (generations, steps, queries); 0 = the method's ShapeWorld default."""
 
