@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return _run(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, NotImplementedError) as err:
+    except (ValueError, OSError, FloatingPointError, NotImplementedError) as err:
         print(f"duo {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -115,6 +115,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "close_concept_preservation": preservation(metric, base_images["close"], after_images["close"]),
         "preservation_of_unrelated_images": floor,
         "pairs": pair_summary,
+        "detector_heldout_accuracy": detector_report(detector),
         "settings": {**dataclasses.asdict(cfg), "detector": detector.settings(), "metric": metric.name},
         "seconds": round(time.time() - started, 1),
     }
@@ -129,6 +130,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     return figures
 
 
+def detector_report(detector) -> dict:
+    """The detector's per-attribute accuracy on held-out renders, as measured when it was trained."""
+    config = json.loads((detector.folder / "config.json").read_text())
+    return config.get("heldout_report", {})
+
+
 def _tensor_image(t):
     from PIL import Image
 
@@ -137,7 +144,12 @@ def _tensor_image(t):
 
 def format_summary(f: dict) -> str:
     b, a = f["base"], f["duo"]
+    acc = f.get("detector_heldout_accuracy", {}).get("augmented", {})
+    attrs = ("shape", "colour", "background", "size", "position", "mark")
     lines = [
+        "",
+        "detector accuracy on held-out augmented renders: "
+        + ", ".join(f"{a} {acc[a]:.3f}" for a in attrs if a in acc),
         "",
         "ShapeWorld demo                              base      DUO",
         f"unsafe concept rate, unsafe prompts      {b['concept_rate/unsafe']:8.2f} {a['concept_rate/unsafe']:8.2f}",

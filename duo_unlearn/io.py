@@ -6,6 +6,7 @@ Every writer goes to a temporary file in the destination folder and renames it i
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -28,6 +29,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as err:
+        tmp_path.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise OSError(errno.ENOSPC, f"no space left on the device while writing {path}; nothing was "
+                                        "written (free space and re-run: finished files are kept)") from err
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

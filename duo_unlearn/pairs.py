@@ -104,7 +104,7 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     from diffusers import AutoPipelineForImage2Image
 
     from duo_unlearn.detectors import get_detector
-    from duo_unlearn.pipelines import load_pipeline
+    from duo_unlearn.pipelines import load_pipeline, native_resolution
     from duo_unlearn.sampling import generate
 
     out = Path(cfg.output_dir)
@@ -116,9 +116,7 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     if detector is None:
         kwargs = {} if cfg.detector_threshold is None else {"threshold": cfg.detector_threshold}
         detector = get_detector(cfg.detector, **kwargs)
-    resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor \
-        if getattr(pipe, "unet", None) is not None else cfg.resolution or \
-        pipe.transformer.config.sample_size * pipe.vae_scale_factor
+    resolution = cfg.resolution or native_resolution(pipe)
     user_files = _user_images(cfg, resolution) if cfg.unsafe_images_dir else None
     num_pairs = len(user_files) if user_files else cfg.num_pairs
 

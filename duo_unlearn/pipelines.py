@@ -75,6 +75,14 @@ def load_shapeworld(torch_dtype: torch.dtype = torch.float32):
     return pipe
 
 
+def native_resolution(pipe) -> int:
+    """The image size a pipeline was trained at: denoiser sample size times the VAE factor."""
+    denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    if denoiser is None:
+        raise ValueError(f"{type(pipe).__name__} has neither a unet nor a transformer")
+    return int(denoiser.config.sample_size) * int(pipe.vae_scale_factor)
+
+
 def is_shapeworld(pipe) -> bool:
     from duo_unlearn.world.model import TEXT_DIM
 

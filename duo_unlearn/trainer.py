@@ -140,12 +140,10 @@ class UnlearningTrainer:
         if not self.config.use_prompts:
             return null, null
         unsafe, safe = self.unsafe_cond.select(index.cpu()), self.safe_cond.select(index.cpu())
-        if self.config.prompt_dropout > 0:
+        if self.config.prompt_dropout > 0:  # a pair keeps or drops its prompts together
             drop = (torch.rand(n, generator=self.generator) < self.config.prompt_dropout).tolist()
-            keep = [i for i in range(n) if not drop[i]]
-            pick = lambda c: Conditioning.cat([null.select([i]) if drop[i] else c.select([i]) for i in range(n)]) \
-                if len(keep) < n else c  # noqa: E731
-            unsafe, safe = pick(unsafe), pick(safe)
+            unsafe = Conditioning.cat([null.select([i]) if drop[i] else unsafe.select([i]) for i in range(n)])
+            safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
 
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -214,7 +212,7 @@ class UnlearningTrainer:
             raise NotImplementedError("ESD is implemented for UNet pipelines (SD 1.x/2.x/XL)")
         sched = DDIMScheduler.from_config(fam.noise_scheduler.config)
         sched.set_timesteps(50)
-        x = self._randn((n, *self.unsafe_shape()))
+        x = self._randn((n, *self.latent_shape()))
         concept, null = self.concept_cond.select([0] * n), self.null_cond.select([0] * n)
         model = self.accelerator.unwrap_model(self.model)
         with adapters_disabled(model):
@@ -229,9 +227,11 @@ class UnlearningTrainer:
                 x = torch.where(active.view(-1, 1, 1, 1), stepped, x)
         return x
 
-    def unsafe_shape(self) -> tuple[int, ...]:
-        cfg = self.config.resolution or self.denoiser.config.sample_size * self.pipe.vae_scale_factor
-        size = cfg // self.pipe.vae_scale_factor
+    def latent_shape(self) -> tuple[int, ...]:
+        """Latent shape (channels, h, w) of one training image."""
+        from duo_unlearn.pipelines import native_resolution
+
+        size = (self.config.resolution or native_resolution(self.pipe)) // self.pipe.vae_scale_factor
         return (self.denoiser.config.in_channels, size, size)
 
     def step(self) -> dict[str, float]:

@@ -54,7 +54,7 @@ def test_esd_moves_concept_prediction_toward_negatively_guided_target(tmp_path):
     trained = [n for n, p in trainer.denoiser.named_parameters() if p.requires_grad]
     assert trained and all(".attn2." in n for n in trained)  # ESD-x: cross-attention only
     g = torch.Generator().manual_seed(5)
-    x = torch.randn((4, *trainer.unsafe_shape()), generator=g)
+    x = torch.randn((4, *trainer.latent_shape()), generator=g)
     t = torch.tensor([100, 300, 500, 700])
     fam = trainer.family
     concept, null = trainer.concept_cond.select([0] * 4), trainer.null_cond.select([0] * 4)

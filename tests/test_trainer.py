@@ -55,11 +55,11 @@ def test_train_export_and_reload_every_family(tmp_path, name):
     assert [m["step"] for m in logged] == [1, 2]
     assert {"loss", "diff", "implicit_acc", "preservation", "mse/safe", "ref_mse/unsafe", "lr"} <= set(logged[0])
 
-    trained = _probe(trainer.family, trainer.unsafe_shape())
+    trained = _probe(trainer.family, trainer.latent_shape())
     fresh = FAMILIES[name]()
-    base = _probe(family_for(fresh), trainer.unsafe_shape())
+    base = _probe(family_for(fresh), trainer.latent_shape())
     fresh.load_lora_weights(str(out))
-    reloaded = _probe(family_for(fresh), trainer.unsafe_shape())
+    reloaded = _probe(family_for(fresh), trainer.latent_shape())
     assert torch.allclose(reloaded, trained, atol=1e-5)
     assert not torch.allclose(base, trained, atol=1e-5)
 
@@ -130,7 +130,7 @@ def test_reference_is_restored_after_an_error(tmp_path):
 
     trainer = UnlearningTrainer(_config(tmp_path), pipe=tiny_sd_pipeline(), dataset=random_pair_dataset())
     trainer.step()
-    shape = trainer.unsafe_shape()
+    shape = trainer.latent_shape()
     with_adapters = _probe(trainer.family, shape)
     with pytest.raises(RuntimeError):
         with adapters_disabled(trainer.denoiser):
@@ -152,7 +152,7 @@ def test_merged_export_has_no_lora_names_and_matches_lora(tmp_path):
     merged = StableDiffusionPipeline.from_pretrained(merged_dir)
     lora = tiny_sd_pipeline()
     lora.load_lora_weights(str(out))
-    shape = trainer.unsafe_shape()
+    shape = trainer.latent_shape()
     assert torch.allclose(_probe(family_for(merged), shape), _probe(family_for(lora), shape), atol=1e-4)
 
 
