@@ -71,8 +71,12 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         w = w / w.sum()
         x = F.conv2d(F.pad(x, (2, 2, 0, 0), mode="replicate"), w.view(1, 1, 1, 5).repeat(3, 1, 1, 1), groups=3)
         x = F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), w.view(1, 1, 5, 1).repeat(3, 1, 1, 1), groups=3)
+    # dark rims around objects, as the tiny VAE and UNet draw them (not marks: no strokes inside)
+    high_pass = (x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)).abs().sum(1, keepdim=True)
+    rim = torch.rand(n, 1, 1, 1, generator=gen) * 1.5 * (torch.rand(n, 1, 1, 1, generator=gen) < 0.5)
+    x = x - rim * high_pass
     # per-image brightness, contrast and per-channel gain
-    brightness = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.2
+    brightness = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.6) * 0.3
     contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) - 0.5) * 0.3
     gain = 1 + (torch.rand(n, 3, 1, 1, generator=gen) - 0.5) * 0.12
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
