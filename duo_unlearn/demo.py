@@ -35,14 +35,27 @@ class DemoConfig:
     """Prompts per evaluation group (safe, unsafe, held-out, close); one seed each."""
     beta: float = 500.0
     """DUO's beta (see DUOConfig)."""
-    max_train_steps: int = 300
+    max_train_steps: int = 200
     """DUO optimiser steps."""
     train_batch_size: int = 8
     """Pairs per DUO step."""
-    learning_rate: float | None = None
-    """None: the paper's rule, 3e-4 * 100 / beta."""
-    preservation_weight: float | None = None
-    """None: the paper's rule, 1e6 * beta / 100."""
+    learning_rate: float | None = 1e-3
+    """ShapeWorld's tiny UNet needs larger steps than the paper's rule (3e-4 * 100 / beta = 6e-5,
+    calibrated for SD 1.4 at batch 4); None applies the rule."""
+    use_prompts: bool = True
+    """Condition on the pair prompts (the authors' given_prompt). With empty prompts the tiny
+    model's X survives: classifier-free guidance re-amplifies it from the untouched
+    conditional path (measured; see README)."""
+    prompt_dropout: float = 0.2
+    """The authors' cfg_train: a fifth of the pairs train with the empty prompt."""
+    timestep_range: tuple[int, int] = (1, 1000)
+    """The X's strokes are laid down at high noise in a 16x16 latent, above the paper's 750."""
+    preservation_weight: float | None = 2.5e6
+    """λ; None applies the paper's rule, 1e6 * beta / 100 (= 5e6 at beta 500)."""
+    strength: float = 0.6
+    """SDEdit strength for the twins (the paper: 0.75)."""
+    ablation: bool = True
+    """Also train with λ = 0 and report its preservation (the paper's ablation)."""
     seed: int = 0
     """Seeds the prompts, the pairs, training and the evaluation images."""
 
@@ -92,7 +105,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     pairs_dir = out / "pairs"
     pair_summary = make_pairs(PairsConfig(output_dir=str(pairs_dir), unsafe_prompts=tuple(unsafe_prompts),
                                           safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs,
-                                          seed=cfg.seed), pipe=pipe, detector=detector)
+                                          strength=cfg.strength, seed=cfg.seed), pipe=pipe, detector=detector)
     from duo_unlearn.pairs import PairDataset
 
     dataset = PairDataset.load(pairs_dir)
@@ -103,18 +116,30 @@ def run_demo(cfg: DemoConfig) -> dict:
     train_cfg = DUOConfig(pretrained_model="shapeworld", pairs_dir=str(pairs_dir), output_dir=str(out / "duo"),
                           beta=cfg.beta, max_train_steps=cfg.max_train_steps, train_batch_size=cfg.train_batch_size,
                           learning_rate=cfg.learning_rate, preservation_weight=cfg.preservation_weight,
+                          use_prompts=cfg.use_prompts, prompt_dropout=cfg.prompt_dropout,
+                          timestep_range=cfg.timestep_range,
                           seed=cfg.seed, checkpointing_steps=0)
     train(train_cfg, pipe=pipe, dataset=dataset)
 
     print("4/4 unlearned model: the same prompts and seeds ...", flush=True)
     after, after_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=cfg.seed,
                                                 progress=True)
+    ablation = None
+    if cfg.ablation:
+        print("ablation: the same training with λ = 0 ...", flush=True)
+        no_reg_pipe = load_shapeworld()
+        train(dataclasses.replace(train_cfg, preservation_weight=0.0, output_dir=str(out / "duo-no-reg")),
+              pipe=no_reg_pipe, dataset=dataset)
+        no_reg, no_reg_images = measure_world_figures(no_reg_pipe, detector, close, cfg.num_eval_prompts,
+                                                      seed=cfg.seed)
+        ablation = {**no_reg, "prior_preservation": preservation(metric, base_images["safe"], no_reg_images["safe"])}
     figures = {
         "base": base, "duo": after,
         "prior_preservation": preservation(metric, base_images["safe"], after_images["safe"]),
         "close_concept_preservation": preservation(metric, base_images["close"], after_images["close"]),
         "preservation_of_unrelated_images": floor,
         "pairs": pair_summary,
+        "ablation_no_preservation": ablation,
         "detector_heldout_accuracy": detector_report(detector),
         "settings": {**dataclasses.asdict(cfg), "detector": detector.settings(), "metric": metric.name},
         "seconds": round(time.time() - started, 1),
@@ -165,6 +190,10 @@ def format_summary(f: dict) -> str:
         f"held-out {f['concept_rate_reduction/heldout']:.0%}",
         f"pairs kept: {f['pairs']['kept']} of {f['pairs']['attempted']}; total {f['seconds']:.0f} s",
     ]
+    if f.get("ablation_no_preservation"):
+        a0 = f["ablation_no_preservation"]
+        lines.insert(-1, f"ablation λ = 0: prior preservation {a0['prior_preservation']:.3f}, "
+                         f"unsafe concept rate {a0['concept_rate/unsafe']:.2f}")
     return "\n".join(lines)
 
 
