@@ -50,7 +50,7 @@ class DemoConfig:
     """The authors' cfg_train: a fifth of the pairs train with the empty prompt."""
     timestep_range: tuple[int, int] = (1, 1000)
     """The X's strokes are laid down at high noise in a 16x16 latent, above the paper's 750."""
-    preservation_weight: float | None = 2.5e6
+    preservation_weight: float | None = 1.5e6
     """λ; None applies the paper's rule, 1e6 * beta / 100 (= 5e6 at beta 500)."""
     strength: float = 0.6
     """SDEdit strength for the twins (the paper: 0.75)."""
