@@ -90,8 +90,14 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: di
         if key in names and value is not None:
             values[key] = value
     for field in dataclasses.fields(cls):
-        if typing.get_origin(_field_type(cls, field)) is tuple and isinstance(values.get(field.name), list):
-            values[field.name] = tuple(values[field.name])
+        tp, value = _field_type(cls, field), values.get(field.name)
+        if typing.get_origin(tp) is tuple and isinstance(value, list):
+            values[field.name] = tuple(value)
+        elif tp is float and isinstance(value, (str, int)) and not isinstance(value, bool):
+            try:  # YAML 1.1 reads 1.5e6 (no exponent sign) as a string
+                values[field.name] = float(value)
+            except ValueError as err:
+                raise ValueError(f"{cls.__name__}.{field.name} must be a number, got {value!r}") from err
     return cls(**values)
 
 

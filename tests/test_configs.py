@@ -43,6 +43,15 @@ def test_yaml_then_flags_override(tmp_path):
     assert cfg.beta == 250 and cfg.max_train_steps == 3 and cfg.timestep_range == (5, 500) and cfg.seed == 0
 
 
+def test_yaml_numbers_without_exponent_sign_are_numbers(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preservation_weight: 1.5e6\nbeta: 500\n")
+    assert load_config(DUOConfig, path).preservation_weight == 1.5e6
+    path.write_text("beta: lots\n")
+    with pytest.raises(ValueError, match="DUOConfig.beta must be a number"):
+        load_config(DUOConfig, path)
+
+
 def test_paper_rescaling_rules():
     cfg = DUOConfig(beta=500)
     assert cfg.resolved_learning_rate == pytest.approx(6e-5)

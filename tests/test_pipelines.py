@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -44,8 +45,8 @@ def test_shapeworld_is_a_standard_pipeline_and_round_trips(tmp_path, world_pipe)
     world_pipe.save_pretrained(tmp_path / "world")
     again = StableDiffusionPipeline.from_pretrained(tmp_path / "world")
     again.set_progress_bar_config(disable=True)
-    assert list(generate(again, ["a red circle"], [0], num_inference_steps=10)[0].getdata()) == \
-        list(images[0].getdata())
+    reloaded = np.asarray(generate(again, ["a red circle"], [0], num_inference_steps=10)[0], dtype=int)
+    assert np.abs(reloaded - np.asarray(images[0], dtype=int)).max() <= 2  # float noise only
     img2img = StableDiffusionImg2ImgPipeline(**again.components)
     out = img2img(prompt="a red circle", image=images[0], strength=0.5, num_inference_steps=10,
                   generator=torch.Generator().manual_seed(0)).images[0]
