@@ -43,6 +43,16 @@ class EvalConfig:
     """Prompt-based baselines trained on the same model: 'esd', 'uce'."""
     attacks: tuple[str, ...] = ATTACK_NAMES
     """Attacks run against every model (all five by default)."""
+    base_learning_rate: float = 5e-3
+    """DUO's lr at β = 100 (lr = base·100/β): 1e-3 at β = 500, the demo's setting."""
+    base_preservation_weight: float = 3e5
+    """DUO's λ at β = 100 (λ = base·β/100): 1.5e6 at β = 500, the demo's setting."""
+    use_prompts: bool = True
+    """Condition DUO on the pair prompts (see README: ShapeWorld needs it)."""
+    prompt_dropout: float = 0.2
+    """DUO's cfg_train dropout."""
+    timestep_range: tuple[int, int] = (1, 1000)
+    """DUO's timestep range."""
     num_pairs: int = 64
     """SDEdit pairs shared by every DUO model."""
     train_steps: int = 300
@@ -85,8 +95,12 @@ def _train_model(spec: dict, cfg: EvalConfig, pairs_dir: Path, folder: Path, con
     pipe = load_shapeworld()
     if spec["method"] == "duo":
         train(DUOConfig(pairs_dir=str(pairs_dir), output_dir=str(folder), beta=spec["beta"],
-                        preservation_weight=spec.get("preservation_weight"), max_train_steps=cfg.train_steps,
-                        train_batch_size=cfg.train_batch_size, seed=cfg.seed, checkpointing_steps=0), pipe=pipe)
+                        base_learning_rate=cfg.base_learning_rate,
+                        base_preservation_weight=cfg.base_preservation_weight,
+                        preservation_weight=spec.get("preservation_weight"), use_prompts=cfg.use_prompts,
+                        prompt_dropout=cfg.prompt_dropout, timestep_range=cfg.timestep_range,
+                        max_train_steps=cfg.train_steps, train_batch_size=cfg.train_batch_size, seed=cfg.seed,
+                        checkpointing_steps=0), pipe=pipe)
     elif spec["method"] == "esd":
         train(DUOConfig(method="esd", output_dir=str(folder), esd_concept_prompt="a shape with a black x over it",
                         esd_eta=1.0, esd_variant="x", learning_rate=1e-4, lora_rank=8, lora_alpha=8,
@@ -121,7 +135,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     unsafe_prompts, safe_prompts = unsafe_safe_prompts(cfg.num_pairs, cfg.seed + 17)
     pipe = load_shapeworld()
     make_pairs(PairsConfig(output_dir=str(out / "pairs"), unsafe_prompts=tuple(unsafe_prompts),
-                           safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs, seed=cfg.seed),
+                           safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs, strength=0.6, seed=cfg.seed),
                pipe=pipe, detector=detector)
     import random
 

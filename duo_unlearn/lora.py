@@ -11,6 +11,8 @@ from typing import Iterator, Sequence
 
 import torch
 
+from duo_unlearn.io import atomic_dir, atomic_save_safetensors
+
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 ADAPTER_STATE_NAME = "adapter_model.safetensors"  # PEFT-keyed, for exact resume
 
@@ -62,8 +64,6 @@ def save_lora(pipe, denoiser, component: str, folder: str | Path) -> Path:
     ``transformer.``) and the PEFT-keyed adapter state, atomically (temp folder, then move)."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
-    from duo_unlearn.io import atomic_save_safetensors
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = adapter_state_dict(denoiser)
@@ -88,14 +88,6 @@ def merge_and_save(pipe_loader, lora_folder: str | Path, out: str | Path) -> Pat
     pipe.load_lora_weights(str(lora_folder), adapter_name="duo")
     pipe.fuse_lora(adapter_names=["duo"], lora_scale=1.0)
     pipe.unload_lora_weights()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

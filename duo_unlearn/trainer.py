@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from duo_unlearn.config import DUOConfig
 from duo_unlearn.configs import config_to_yaml
 from duo_unlearn.families import Conditioning, encode_latents, family_for, scale_latents
-from duo_unlearn.io import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from duo_unlearn.io import atomic_dir, atomic_save_safetensors, atomic_write_json, atomic_write_text
 from duo_unlearn.lora import ADAPTER_STATE_NAME, adapters_disabled, add_lora, load_adapter_state_dict, save_lora
 from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss
 
@@ -335,23 +335,19 @@ class UnlearningTrainer:
         if not acc.is_main_process:
             return None
         folder = self.output_dir / f"{CHECKPOINT_PREFIX}{self.global_step}"
-        tmp = self.output_dir / f".{folder.name}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model = acc.unwrap_model(self.model)
-        save_lora(self.pipe, model, self.family.lora_component, tmp)
         opt_state = self.optimizer.state_dict()
         tensors = {"rng": self.generator.get_state()}
         for pid, state in opt_state["state"].items():
             for key, value in state.items():
                 tensors[f"optimizer.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
-        atomic_write_json(tmp / "trainer_state.json", {
-            "global_step": self.global_step,
-            "param_groups": opt_state["param_groups"],
-            "lr_scheduler": {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"},
-        })
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        with atomic_dir(folder) as tmp:
+            save_lora(self.pipe, acc.unwrap_model(self.model), self.family.lora_component, tmp)
+            atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
+            atomic_write_json(tmp / "trainer_state.json", {
+                "global_step": self.global_step,
+                "param_groups": opt_state["param_groups"],
+                "lr_scheduler": {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"},
+            })
         self._prune_checkpoints()
         return folder
 

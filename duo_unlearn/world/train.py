@@ -14,8 +14,6 @@ import dataclasses
 import json
 import logging
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from duo_unlearn.io import atomic_dir
 from duo_unlearn.world import model as world_model
 from duo_unlearn.world.scene import caption_scene, render_batch, sample_scenes
 
@@ -121,9 +120,7 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
 
 def save_pipeline(cfg: WorldTrainConfig, unet, vae, text_encoder, tokenizer, out: Path, extra: dict) -> None:
     """Write a complete StableDiffusionPipeline folder atomically (temp dir, then rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_dir(out) as tmp:
         pipe = world_model.assemble_pipeline(unet, vae, text_encoder, tokenizer)
         pipe.save_pretrained(tmp, safe_serialization=True)
         if not cfg.save_text_encoder:
@@ -134,12 +131,6 @@ def save_pipeline(cfg: WorldTrainConfig, unet, vae, text_encoder, tokenizer, out
                 "duo_unlearn.load_pipeline('shapeworld').\n"
             )
         (tmp / "world_train_config.json").write_text(json.dumps({**dataclasses.asdict(cfg), **extra}, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def train_world(cfg: WorldTrainConfig) -> Path:
