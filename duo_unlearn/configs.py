@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,13 +42,11 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _field_type(cls: type, field: dataclasses.Field) -> Any:
-    hints = typing.get_type_hints(cls)
-    tp = hints[field.name]
-    origin = typing.get_origin(tp)
+    """The field's type with Optional removed (``float | None`` -> ``float``)."""
+    tp = typing.get_type_hints(cls)[field.name]
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) and len(args) == 1:
-        tp = args[0]
-        origin = typing.get_origin(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
     return tp
 
 

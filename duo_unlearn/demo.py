@@ -195,7 +195,3 @@ def format_summary(f: dict) -> str:
         lines.insert(-1, f"ablation λ = 0: prior preservation {a0['prior_preservation']:.3f}, "
                          f"unsafe concept rate {a0['concept_rate/unsafe']:.2f}")
     return "\n".join(lines)
-
-
-def dump(figures: dict) -> str:
-    return json.dumps(figures, indent=2)

@@ -233,6 +233,7 @@ def _table(results: dict, attacks) -> list[str]:
 
 def write_report(report: Path, results: dict, cfg: EvalConfig, seconds: float) -> Path:
     plots = pareto_plots(report, results, cfg.attacks)
+    table = _table(results, cfg.attacks)
     base = results.get("base", {})
     md = [
         "# duo-unlearn evaluation (ShapeWorld)", "",
@@ -240,7 +241,7 @@ def write_report(report: Path, results: dict, cfg: EvalConfig, seconds: float) -
         "model, 1 − DSR is how often each attack succeeds at all:", "",
         "| attack | success against the base model |", "|---|---|",
         *[f"| {a} | {base.get(f'asr/{a}', float('nan')):.2f} |" for a in cfg.attacks], "",
-        "## All models", "", *_table(results, cfg.attacks), "",
+        "## All models", "", *table, "",
         "## Defence success against prior preservation", "",
         *[f"![{p.stem}]({p.name})" for p in plots], "",
         f"Settings: `{json.dumps(dataclasses.asdict(cfg))}`; {seconds / 60:.0f} minutes.", "",
@@ -248,8 +249,8 @@ def write_report(report: Path, results: dict, cfg: EvalConfig, seconds: float) -
     atomic_write_text(report / "index.md", "\n".join(md))
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
-        for line in _table(results, cfg.attacks)[2:])
-    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in _table(results, cfg.attacks)[0].strip("|").split("|"))
+        for line in table[2:])
+    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in table[0].strip("|").split("|"))
     page = (f"<!doctype html><meta charset='utf-8'><title>duo-unlearn report</title>"
             f"<h1>duo-unlearn evaluation (ShapeWorld)</h1><table border=1 cellpadding=4><tr>{head}</tr>{rows}</table>"
             + "".join(f"<img src='{p.name}'>" for p in plots))

@@ -81,11 +81,3 @@ def native_resolution(pipe) -> int:
     if denoiser is None:
         raise ValueError(f"{type(pipe).__name__} has neither a unet nor a transformer")
     return int(denoiser.config.sample_size) * int(pipe.vae_scale_factor)
-
-
-def is_shapeworld(pipe) -> bool:
-    from duo_unlearn.world.model import TEXT_DIM
-
-    te = getattr(pipe, "text_encoder", None)
-    return te is not None and getattr(te.config, "model_type", None) == "bert" and \
-        getattr(pipe.unet.config, "cross_attention_dim", None) == TEXT_DIM

@@ -226,22 +226,3 @@ def caption_pair(scene: Scene, rng: random.Random, held_out: bool = False) -> tu
     """(caption with the scene's mark, the same caption without it): SDEdit prompt pairs."""
     body, mark = _caption_parts(scene, rng, held_out)
     return body + mark, body
-
-
-def prompt_for(
-    shape: str | None = None,
-    colour: str | None = None,
-    mark: str = "none",
-    held_out_variant: int | None = None,
-) -> str:
-    """A canonical prompt asking for some attributes (the first phrasing of each)."""
-    words = ["a"]
-    if colour:
-        words.append(COLOUR_WORDS[colour][0])
-    words.append(SHAPE_WORDS[shape][0] if shape else "shape")
-    text = " ".join(words)
-    if held_out_variant is not None:
-        if mark != UNSAFE_MARK:
-            raise ValueError("held-out paraphrases exist only for the unsafe mark")
-        return text + HELD_OUT_UNSAFE_PHRASES[held_out_variant % len(HELD_OUT_UNSAFE_PHRASES)]
-    return text + MARK_PHRASES[mark][0]
