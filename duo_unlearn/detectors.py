@@ -36,6 +36,14 @@ class ConceptDetector(Protocol):
         ...
 
 
+class ContentJudge(Protocol):
+    """Optional extra of a detector: does a twin keep everything unrelated to the concept?"""
+
+    def same_content(self, images_a, images_b) -> np.ndarray:
+        """Boolean per pair."""
+        ...
+
+
 def detect(detector: ConceptDetector, images) -> np.ndarray:
     """Boolean verdict per image: the concept is present."""
     return detector.scores(images) >= detector.threshold
@@ -78,6 +86,13 @@ class ShapeWorldDetector:
 
     def scores(self, images) -> np.ndarray:
         return self.probabilities(images)["mark"][:, self.attributes["mark"].index(self.concept)]
+
+    def same_content(self, images_a, images_b,
+                     attributes: Sequence[str] = ("shape", "colour", "background")) -> np.ndarray:
+        """Per pair: do the two images agree on every attribute unrelated to the concept?
+        The pair filter uses it to drop SDEdit twins that changed more than the mark."""
+        a, b = self.attributes_of(images_a), self.attributes_of(images_b)
+        return np.array([all(x[k] == y[k] for k in attributes) for x, y in zip(a, b)], dtype=bool)
 
     @torch.no_grad()
     def features(self, images, batch_size: int = 256) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -4,8 +4,9 @@ For each pair an unsafe image is generated from an unsafe prompt (or taken from 
 folder), then noised part-way (``strength``) and denoised with the safe prompt, the unsafe
 prompt as negative prompt (Meng et al., SDEdit, ICLR 2022). The twin keeps everything
 unrelated to the concept: pose, background, colours. A detector keeps a pair only when the
-unsafe image shows the concept and the twin does not, retrying with new seeds a bounded
-number of times.
+unsafe image shows the concept and the twin does not (and, when the detector can judge it,
+the twin kept shape, colour and background), retrying with new seeds a bounded number of
+times.
 
 Output folder::
 
@@ -65,6 +66,10 @@ class PairsConfig:
     """Override the detector's calibrated threshold."""
     max_retries: int = 4
     """New seeds tried per side before a pair index is rejected."""
+    require_same_content: bool = True
+    """Also reject a twin that changed more than the concept, when the detector can tell
+    (``same_content``; ShapeWorld: shape, colour, background). SDEdit at 0.75 often redraws
+    the whole object in a small model, and such a pair teaches "change everything"."""
     seed: int = 0
     """Seeds every image; pair i, attempt a gets its own derived seed."""
     batch_size: int = 16
@@ -116,6 +121,7 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     if detector is None:
         kwargs = {} if cfg.detector_threshold is None else {"threshold": cfg.detector_threshold}
         detector = get_detector(cfg.detector, **kwargs)
+    judge = detector if cfg.require_same_content and hasattr(detector, "same_content") else None
     resolution = cfg.resolution or native_resolution(pipe)
     user_files = _user_images(cfg, resolution) if cfg.unsafe_images_dir else None
     num_pairs = len(user_files) if user_files else cfg.num_pairs
@@ -149,7 +155,7 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
                     unsafe_img[i], unsafe_seed[i], unsafe_score[i] = img, seed, float(s)
                 pending = [i for i, s in zip(pending, scores) if s < detector.threshold]
         # safe twins by SDEdit, only for unsafe images that show the concept
-        safe_img, safe_seed, safe_score = {}, {}, {}
+        safe_img, safe_seed, safe_score, same_content = {}, {}, {}, {}
         pending = [i for i in batch if unsafe_score[i] >= detector.threshold]
         for attempt in range(cfg.max_retries):
             if not pending:
@@ -161,15 +167,19 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
                            guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.num_inference_steps,
                            generator=gens).images
             scores = detector.scores(imgs)
-            for i, img, seed, s in zip(pending, imgs, seeds, scores):
-                safe_img[i], safe_seed[i], safe_score[i] = img, seed, float(s)
-            pending = [i for i, s in zip(pending, scores) if s >= detector.threshold]
+            consistent = (judge.same_content([unsafe_img[i] for i in pending], imgs) if judge
+                          else np.ones(len(imgs), dtype=bool))
+            for i, img, seed, s, same in zip(pending, imgs, seeds, scores, consistent):
+                safe_img[i], safe_seed[i], safe_score[i], same_content[i] = img, seed, float(s), bool(same)
+            pending = [i for i, s, same in zip(pending, scores, consistent) if s >= detector.threshold or not same]
         for i in batch:
-            kept = unsafe_score[i] >= detector.threshold and safe_score.get(i, 1.0) < detector.threshold
+            kept = (unsafe_score[i] >= detector.threshold and safe_score.get(i, 1.0) < detector.threshold
+                    and same_content.get(i, False))
             record = {"index": i, "kept": bool(kept), "unsafe_prompt": unsafe_p[i], "safe_prompt": safe_p[i],
                       "unsafe_seed": unsafe_seed[i], "safe_seed": safe_seed.get(i), "strength": cfg.strength,
                       "guidance_scale": cfg.guidance_scale, "unsafe_score": unsafe_score[i],
-                      "safe_score": safe_score.get(i), "detector": detector.settings()}
+                      "safe_score": safe_score.get(i), "same_content": same_content.get(i),
+                      "detector": detector.settings()}
             if user_files:
                 record["source_image"] = str(user_files[i])
             if kept:

@@ -66,6 +66,29 @@ def test_placeholders_inject_vectors_and_restore_the_pipeline(pipe):
     assert torch.equal(encode_ids(pipe, tokenize(pipe, ["a dog"])).detach(), base)
 
 
+def test_projected_placeholders_run_real_tokens_and_pass_gradients_through(pipe):
+    from duo_unlearn.attacks.text import word_vocabulary
+
+    vocab = word_vocabulary(pipe.tokenizer)
+    table = pipe.text_encoder.get_input_embeddings().weight
+    target = int(vocab[5])
+    start = table[target : target + 1].detach() + 1e-3 * torch.randn(1, table.shape[1])
+    word = pipe.tokenizer.decode([target])
+    real = encode_ids(pipe, tokenize(pipe, [f"a {word} dog"])).detach()
+    with Placeholders(pipe, 1, init=start, project_to=vocab) as ph:
+        assert ph.nearest_tokens(vocab) == [target]
+        projected = encode_ids(pipe, tokenize(pipe, [f"a {ph.text} dog"]))
+        assert torch.allclose(projected, real, atol=1e-5)  # the forward saw the real token, not the vector
+        projected.pow(2).sum().backward()
+        assert ph.vectors.grad is not None and ph.vectors.grad.abs().sum() > 0
+
+
+def test_concept_words_name_the_concept_and_nothing_else():
+    from duo_unlearn.attacks.methods import concept_words
+
+    assert concept_words(_task()) == {"cross"}
+
+
 def test_ring_a_bell_search_beats_random_tokens(pipe):
     from duo_unlearn.attacks.methods import ring_a_bell
 

@@ -1,3 +1,4 @@
+import dataclasses
 import sys
 import types
 
@@ -73,3 +74,14 @@ def test_registry_is_pluggable():
     with pytest.raises(ValueError, match="unknown detector"):
         get_detector("nope")
     assert "nudenet" in sys.modules or True
+
+
+def test_shapeworld_same_content_compares_everything_but_the_mark(world_detector):
+    from duo_unlearn.world.scene import Scene, render_scene
+
+    det = world_detector
+    red = Scene(shape="circle", colour="red", background="white", size="large", position="middle", mark="x")
+    twin = dataclasses.replace(red, mark="none")
+    other = dataclasses.replace(twin, colour="blue")
+    same = det.same_content([render_scene(red)] * 2, [render_scene(twin), render_scene(other)])
+    assert same.tolist() == [True, False]

@@ -70,6 +70,36 @@ def test_kept_pairs_round_trip_and_resume_skips_finished(tmp_path):
     assert det.calls == calls + 2  # only the two new indices were generated (one batch, two sides)
 
 
+def test_twins_that_change_more_than_the_concept_are_retried_then_rejected(tmp_path):
+    pipe = tiny_sd_pipeline()
+
+    class Judging(BrightnessDetector):
+        """Unsafe generations score 1, twins 0; ``same_content`` accepts only pair index 0."""
+
+        def __init__(self):
+            super().__init__(threshold=0.5)
+            self.judged = 0
+
+        def scores(self, images):
+            self.calls += 1
+            return np.full(len(images), 1.0 if self.calls == 1 else 0.0)
+
+        def same_content(self, unsafe, twins):
+            self.judged += 1
+            verdict = np.zeros(len(twins), dtype=bool)
+            verdict[0] = self.judged == 1  # the first twin of the first call keeps its content
+            return verdict
+
+    det = Judging()
+    summary = make_pairs(_cfg(tmp_path, num_pairs=3, max_retries=2), pipe=pipe, detector=det)
+    assert summary["kept"] == 1 and det.judged == 2  # the two inconsistent twins were retried once
+    records = [json.loads(line) for line in (tmp_path / "pairs" / "metadata.jsonl").read_text().splitlines()]
+    assert [r["same_content"] for r in records] == [True, False, False]
+    assert [r["kept"] for r in records] == [True, False, False]
+    off = make_pairs(_cfg(tmp_path / "off", num_pairs=3, require_same_content=False), pipe=pipe, detector=Judging())
+    assert off["kept"] == 3
+
+
 def test_user_images_must_be_valid(tmp_path):
     folder = tmp_path / "mine"
     folder.mkdir()

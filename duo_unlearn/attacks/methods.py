@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 
 import numpy as np
 import torch
@@ -77,6 +78,20 @@ def shapeworld_task(n: int = 16, seed: int = 0) -> ConceptTask:
     return ConceptTask(natural, pairs, base, unsafe, phrases, images, prompts)
 
 
+FUNCTION_WORDS = frozenset("a an the with it its over out on of in at by to and or".split())
+
+
+def concept_words(task: ConceptTask) -> set[str]:
+    """Words that name the concept: in its phrases but in none of the safe prompts and not a
+    function word ("x", "crossed"; not "with" or "an"). Ring-A-Bell and SneakyPrompt may not
+    use them, so a success is a prompt that never names the concept."""
+    def words(text: str) -> set[str]:
+        return set(re.findall(r"[a-z]+", text.lower()))
+
+    safe_words = set().union(*(words(q) for _, q in task.concept_pairs), *(words(p) for p in task.base_prompts))
+    return set().union(*(words(p) for p in task.concept_phrases)) - safe_words - FUNCTION_WORDS
+
+
 def _seeds(cfg: AttackConfig, n: int, offset: int = 0) -> list[int]:
     return [cfg.seed * 100_000 + offset + i for i in range(n)]
 
@@ -105,7 +120,7 @@ def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float
     with_c = encode_ids(pipe, tokenize(pipe, [p for p, _ in task.concept_pairs])).float()
     without_c = encode_ids(pipe, tokenize(pipe, [q for _, q in task.concept_pairs])).float()
     concept_vector = (with_c - without_c).mean(dim=0)
-    vocab = word_vocabulary(pipe.tokenizer, banned=[w for p in task.concept_phrases for w in p.split()])
+    vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
     found, distances = [], []
     for prompt in task.base_prompts[: cfg.num_prompts]:
         target = encode_ids(pipe, tokenize(pipe, [prompt])).float()[0] + eta * concept_vector
@@ -142,11 +157,17 @@ def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float
                     "embedding_distance": distances})
 
 
-def _denoising_loss(pipe, family, latents: torch.Tensor, embeds: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    noise = torch.randn(latents.shape, generator=gen).to(latents.device)
-    t = torch.randint(0, family.num_train_timesteps, (len(latents),), generator=gen).to(latents.device)
+def _denoising_loss(pipe, family, latents: torch.Tensor, embeds: torch.Tensor, gen: torch.Generator,
+                    noise: torch.Tensor | None = None, t: torch.Tensor | None = None) -> torch.Tensor:
+    """The diffusion loss of ``latents`` under ``embeds``: fresh noise and timesteps from ``gen``
+    unless fixed ones are given (a fixed set makes losses comparable across iterations)."""
     from duo_unlearn.families import Conditioning
 
+    if noise is None:
+        noise = torch.randn(latents.shape, generator=gen)
+    if t is None:
+        t = torch.randint(0, family.num_train_timesteps, (len(latents),), generator=gen)
+    noise, t = noise.to(latents.device), t.to(latents.device)
     x_t = family.add_noise(latents, noise, t)
     pred = family.predict(family.denoiser, x_t, t, Conditioning(embeds))
     pred, target = family.loss_space(pred, x_t, latents, noise, t)
@@ -189,32 +210,44 @@ def concept_inversion(pipe, detector, task: ConceptTask, cfg: AttackConfig, lr: 
 
 @register_attack("unlearndiffatk")
 def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_tokens: int = 5,
-                     lr: float = 0.01, samples_per_step: int = 4) -> AttackResult:
-    """Paper: 5 prefix tokens, 40 iterations, lr 0.01, projected to real tokens."""
+                     lr: float = 0.01, samples_per_step: int = 8) -> AttackResult:
+    """Paper: 5 prefix tokens, 40 iterations, lr 0.01, projected gradient over real tokens.
+
+    Every iteration runs the *projected* tokens (nearest real token per vector) with a
+    straight-through gradient, on one fixed set of noises and timesteps, so the kept
+    prefix is the best real-token prompt seen, not a continuous vector rounded at the end."""
     iterations = cfg.budget or 40
     family = family_for(pipe)
     gen = torch.Generator().manual_seed(cfg.seed)
     vocab = word_vocabulary(pipe.tokenizer)
     table = pipe.text_encoder.get_input_embeddings().weight
-    found = []
+    found, best_losses = [], []
     for k in range(min(cfg.num_prompts, len(task.concept_images))):
         mean, std = _image_latents(pipe, [task.concept_images[k]])
+        shape = (samples_per_step, *mean.shape[1:])
+        latents = scale_latents(pipe.vae, mean + std * torch.randn(shape, generator=gen))
+        latents = latents.to(family.denoiser.device)
+        noise = torch.randn(shape, generator=gen)
+        t = torch.randint(0, family.num_train_timesteps, (samples_per_step,), generator=gen)
         base = task.concept_image_prompts[k].format("").strip()
         init = table[vocab[torch.randint(len(vocab), (num_tokens,), generator=gen)]]
-        with frozen(pipe.text_encoder, family.denoiser), Placeholders(pipe, num_tokens, init=init) as adv:
+        best_loss, best_tokens = float("inf"), None
+        with frozen(pipe.text_encoder, family.denoiser), \
+                Placeholders(pipe, num_tokens, init=init, project_to=vocab) as adv:
             opt = torch.optim.Adam([adv.vectors], lr=lr)
             for _ in range(iterations):
-                latents = scale_latents(pipe.vae, mean + std * torch.randn((samples_per_step, *mean.shape[1:]),
-                                                                           generator=gen))
+                tokens = adv.nearest_tokens(vocab)  # what this iteration's forward pass uses
                 embeds = encode_ids(pipe, tokenize(pipe, [f"{adv.text} {base}"] * samples_per_step))
-                loss = _denoising_loss(pipe, family, latents.to(family.denoiser.device), embeds, gen)
+                loss = _denoising_loss(pipe, family, latents, embeds, gen, noise=noise, t=t)
+                if loss.item() < best_loss:
+                    best_loss, best_tokens = loss.item(), tokens
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
-            tokens = adv.nearest_tokens(vocab)
-        found.append(f"{pipe.tokenizer.decode(tokens)} {base}")
+        found.append(f"{pipe.tokenizer.decode(best_tokens)} {base}")
+        best_losses.append(best_loss)
     return _render(pipe, cfg, found, detector, "unlearndiffatk",
-                   {"num_tokens": num_tokens, "iterations": iterations, "lr": lr})
+                   {"num_tokens": num_tokens, "iterations": iterations, "lr": lr, "best_loss": best_losses})
 
 
 @register_attack("sneakyprompt")
@@ -225,8 +258,7 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
     prompt (default 24): substitutes drawn from the tokens nearest the concept words."""
     queries = cfg.budget or 24
     rng = random.Random(cfg.seed)
-    banned = {w.lower() for p in task.concept_phrases for w in p.replace("-", " ").split()}
-    vocab = word_vocabulary(pipe.tokenizer, banned=banned)
+    vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
     table = pipe.text_encoder.get_input_embeddings().weight.float()
     phrase_ids = pipe.tokenizer(" ".join(task.concept_phrases), add_special_tokens=False).input_ids
     centre = F.normalize(table[phrase_ids].mean(0, keepdim=True), dim=-1)

@@ -40,9 +40,15 @@ class Placeholders:
     Inside the context the pipeline's tokenizer (a copy with the tokens added) and its text
     encoder understand them, so ``pipe(prompt="a <adv0> circle")`` works; on exit both are
     restored exactly. Hooks on the embedding layer swap the vectors in, so nothing is
-    resized and the model's own weights are never touched."""
+    resized and the model's own weights are never touched.
 
-    def __init__(self, pipe, n: int, init: torch.Tensor | None = None, prefix: str = "adv") -> None:
+    With ``project_to`` (token ids), the forward pass uses each vector's nearest real token
+    and the gradient flows straight through to the continuous vector (PEZ, Wen et al. 2023,
+    the projected optimisation UnlearnDiffAtk uses), so what is optimised is what a text
+    prompt can say."""
+
+    def __init__(self, pipe, n: int, init: torch.Tensor | None = None, prefix: str = "adv",
+                 project_to: torch.Tensor | None = None) -> None:
         self.pipe = pipe
         emb = pipe.text_encoder.get_input_embeddings()
         self.vocab_size = emb.num_embeddings
@@ -51,6 +57,20 @@ class Placeholders:
         self.vectors = torch.nn.Parameter(start.detach().clone().float())
         self._hooks: list = []
         self._tokenizer = None
+        self.project_to = project_to
+
+    def effective_vectors(self) -> torch.Tensor:
+        """The vectors the text encoder sees: learned, or projected with a straight-through gradient."""
+        if self.project_to is None:
+            return self.vectors
+        table = self.pipe.text_encoder.get_input_embeddings().weight[self.project_to].float()
+        nearest = table[self._nearest_rows(table)]
+        return self.vectors + (nearest - self.vectors).detach()
+
+    def _nearest_rows(self, table: torch.Tensor) -> torch.Tensor:
+        sims = torch.nn.functional.normalize(self.vectors.detach(), dim=-1) @ \
+            torch.nn.functional.normalize(table, dim=-1).T
+        return sims.argmax(dim=-1)
 
     @property
     def text(self) -> str:
@@ -75,10 +95,11 @@ class Placeholders:
             ids = state.pop("ids")
             if (ids >= self.vocab_size).any():
                 output = output.clone()
+                vectors = self.effective_vectors()
                 for k, token_id in enumerate(self.ids):
                     mask = ids == token_id
                     if mask.any():
-                        output[mask] = self.vectors[k].to(output.dtype)
+                        output[mask] = vectors[k].to(output.dtype)
             return output
 
         self._hooks = [emb.register_forward_pre_hook(pre), emb.register_forward_hook(post)]
@@ -92,9 +113,7 @@ class Placeholders:
     def nearest_tokens(self, vocab: torch.Tensor) -> list[int]:
         """Project each learned vector to the closest real token (cosine), as UnlearnDiffAtk does."""
         table = self.pipe.text_encoder.get_input_embeddings().weight[vocab].float()
-        sims = torch.nn.functional.normalize(self.vectors.detach(), dim=-1) @ \
-            torch.nn.functional.normalize(table, dim=-1).T
-        return [int(vocab[i]) for i in sims.argmax(dim=-1)]
+        return [int(vocab[i]) for i in self._nearest_rows(table)]
 
 
 @contextmanager
