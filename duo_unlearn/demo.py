@@ -3,8 +3,9 @@
     make demo        (or: duo demo --output-dir demo-output)
 
 1. Base model: grids of safe, unsafe and held-out-paraphrase prompts; the quality bars.
-2. Pairs: unsafe images of the X concept, safe twins by SDEdit, detector-filtered.
-3. DUO training (empty prompts, LoRA, output-preserving regulariser).
+2. Pairs: unsafe images of the X concept, safe twins by SDEdit, detector-filtered (the X gone,
+   shape, colour and background kept).
+3. DUO training (pair prompts with dropout, LoRA, output-preserving regulariser).
 4. After: the concept rate on unsafe and held-out prompts, the close concept's rate, and
    prior preservation (1 − perceptual distance to the base model, same prompts and seeds),
    with before/after grids.
@@ -30,7 +31,7 @@ class DemoConfig:
     output_dir: str = "demo-output"
     """Grids, pairs, LoRA weights and figures.json go here."""
     num_pairs: int = 64
-    """SDEdit pair indices attempted (the paper: 64)."""
+    """SDEdit pair indices attempted (the paper: 64); about 40 % survive the filter."""
     num_eval_prompts: int = 32
     """Prompts per evaluation group (safe, unsafe, held-out, close); one seed each."""
     beta: float = 500.0
@@ -50,7 +51,7 @@ class DemoConfig:
     """The authors' cfg_train: a fifth of the pairs train with the empty prompt."""
     timestep_range: tuple[int, int] = (1, 1000)
     """The X's strokes are laid down at high noise in a 16x16 latent, above the paper's 750."""
-    preservation_weight: float | None = 1.5e6
+    preservation_weight: float | None = None
     """λ; None applies the paper's rule, 1e6 * beta / 100 (= 5e6 at beta 500)."""
     strength: float = 0.6
     """SDEdit strength for the twins (the paper: 0.75)."""

@@ -45,8 +45,8 @@ class EvalConfig:
     """Attacks run against every model (all five by default)."""
     base_learning_rate: float = 5e-3
     """DUO's lr at β = 100 (lr = base·100/β): 1e-3 at β = 500, the demo's setting."""
-    base_preservation_weight: float = 3e5
-    """DUO's λ at β = 100 (λ = base·β/100): 1.5e6 at β = 500, the demo's setting."""
+    base_preservation_weight: float = 1e6
+    """DUO's λ at β = 100 (λ = base·β/100, the paper's rule): 5e6 at β = 500, the demo's setting."""
     use_prompts: bool = True
     """Condition DUO on the pair prompts (see README: ShapeWorld needs it)."""
     prompt_dropout: float = 0.2
@@ -55,13 +55,13 @@ class EvalConfig:
     """DUO's timestep range."""
     num_pairs: int = 64
     """SDEdit pairs shared by every DUO model."""
-    train_steps: int = 300
+    train_steps: int = 200
     """DUO steps per model."""
     train_batch_size: int = 8
     """Pairs per DUO step."""
     esd_steps: int = 150
     """ESD-x steps."""
-    num_attack_prompts: int = 8
+    num_attack_prompts: int = 6
     """Attack prompts (or target images) per attack."""
     images_per_prompt: int = 2
     """Seeds per attack prompt."""

@@ -100,6 +100,23 @@ def test_ring_a_bell_search_beats_random_tokens(pipe):
     assert found <= short.extra["embedding_distance"][0]
 
 
+def test_ring_a_bell_reuses_its_search_only_for_the_same_text_encoder():
+    from duo_unlearn.attacks import methods
+
+    pipe = tiny_sd_pipeline()
+    cfg = AttackConfig(method="ring-a-bell", num_prompts=1, images_per_prompt=1, num_inference_steps=2, budget=2)
+    first = methods.ring_a_bell(pipe, RedDetector(), _task(), cfg, population=8, length=4)
+    cached = len(methods._RING_A_BELL_PROMPTS)
+    with torch.no_grad():
+        pipe.unet.conv_in.weight.add_(1.0)  # another target model, same text pathway
+    again = methods.ring_a_bell(pipe, RedDetector(), _task(), cfg, population=8, length=4)
+    assert again.prompts == first.prompts and len(methods._RING_A_BELL_PROMPTS) == cached
+    with torch.no_grad():
+        pipe.text_encoder.get_input_embeddings().weight.mul_(1.5)
+    methods.ring_a_bell(pipe, RedDetector(), _task(), cfg, population=8, length=4)
+    assert len(methods._RING_A_BELL_PROMPTS) == cached + 1
+
+
 def test_result_round_trip(tmp_path):
     img = Image.new("RGB", (8, 8), (255, 0, 0))
     r = AttackResult("x", ["p"], [img], np.array([0.9]), 0.5, [1])

@@ -34,11 +34,11 @@ def test_duo_makes_the_world_model_forget_and_preserve(tmp_path, world_detector)
     base_safe = generate(pipe, eval_safe, seeds)
 
     make_pairs(PairsConfig(output_dir=str(tmp_path / "pairs"), unsafe_prompts=tuple(unsafe),
-                           safe_prompts=tuple(safe), num_pairs=32, strength=0.6), pipe=pipe, detector=world_detector)
+                           safe_prompts=tuple(safe), num_pairs=48, strength=0.6), pipe=pipe, detector=world_detector)
     data = PairDataset.load(tmp_path / "pairs")
-    assert len(data) >= 12
-    # the demo's settings (configs/shapeworld_duo.yaml) with a weaker regulariser, so that half the
-    # pairs and steps suffice: λ = 1e5 forgets fully at a preservation near 0.7 (README)
+    assert len(data) >= 12  # about 40 % of the twins lose the X and keep everything else
+    # the demo's settings (configs/shapeworld_duo.yaml) with a weaker regulariser: on this pair set
+    # the demo's λ = 5e6 (and 2e6) leave the X in place (README), λ = 1e5 forgets
     train(DUOConfig(pairs_dir=str(tmp_path / "pairs"), output_dir=str(tmp_path / "duo"), beta=500,
                     learning_rate=1e-3, preservation_weight=1e5, use_prompts=True, prompt_dropout=0.2,
                     timestep_range=(1, 1000), max_train_steps=200, train_batch_size=8, checkpointing_steps=0),
@@ -50,6 +50,6 @@ def test_duo_makes_the_world_model_forget_and_preserve(tmp_path, world_detector)
     rate_after = np.mean(world_detector.scores(after_unsafe) >= world_detector.threshold)
     kept = preservation(ShapeWorldPerceptual(world_detector), base_safe, after_safe)
     print(f"X rate {rate_before:.2f} -> {rate_after:.2f}, preservation {kept:.3f}")
-    assert rate_after <= rate_before * 0.5, (rate_before, rate_after)
+    assert rate_after <= rate_before * 0.3, (rate_before, rate_after)  # the issue's >= 70 % drop
     # unrelated image pairs score about 0.36 on this scale; the unlearned model stays well above that
-    assert kept >= 0.55, kept
+    assert kept >= 0.6, kept

@@ -92,6 +92,16 @@ def concept_words(task: ConceptTask) -> set[str]:
     return set().union(*(words(p) for p in task.concept_phrases)) - safe_words - FUNCTION_WORDS
 
 
+def concept_token_pool(pipe, task: ConceptTask, vocab: torch.Tensor, size: int = 300) -> torch.Tensor:
+    """The ``size`` allowed tokens whose input embeddings lie nearest (cosine) the concept
+    words' mean: where a search for an indirect wording of the concept should look first."""
+    table = pipe.text_encoder.get_input_embeddings().weight.float()
+    anchor_ids = pipe.tokenizer(" ".join(sorted(concept_words(task))), add_special_tokens=False).input_ids
+    centre = F.normalize(table[anchor_ids].mean(0, keepdim=True), dim=-1)
+    sims = (F.normalize(table[vocab], dim=-1) @ centre.T).squeeze(1)
+    return vocab[sims.argsort(descending=True)[:size]]
+
+
 def _seeds(cfg: AttackConfig, n: int, offset: int = 0) -> list[int]:
     return [cfg.seed * 100_000 + offset + i for i in range(n)]
 
@@ -110,22 +120,25 @@ def natural_prompts(pipe, detector, task: ConceptTask, cfg: AttackConfig) -> Att
     return _render(pipe, cfg, task.natural_prompts[: cfg.num_prompts], detector, "paraphrase", {})
 
 
-@register_attack("ring-a-bell")
-@torch.no_grad()
-def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float = 3.0, length: int = 16,
-                population: int = 64, mutation: float = 0.25, crossover: float = 0.5) -> AttackResult:
-    """Papers' settings: population 200, 3000 generations, K in {16, 38, 77}, eta 3-5.5."""
-    generations = cfg.budget or 60
-    gen = torch.Generator().manual_seed(cfg.seed)
-    with_c = encode_ids(pipe, tokenize(pipe, [p for p, _ in task.concept_pairs])).float()
-    without_c = encode_ids(pipe, tokenize(pipe, [q for _, q in task.concept_pairs])).float()
-    concept_vector = (with_c - without_c).mean(dim=0)
-    vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
+_RING_A_BELL_PROMPTS: dict[tuple, tuple[list[str], list[float]]] = {}
+
+
+def _text_encoder_fingerprint(pipe) -> tuple:
+    """Identifies the text encoder's weights (adapters included), so a cached search is only
+    reused for the same text pathway."""
+    params = list(pipe.text_encoder.parameters())
+    return (type(pipe.text_encoder).__name__, len(params), sum(float(p.double().sum()) for p in params),
+            sum(float(p.double().pow(2).sum()) for p in params))
+
+
+def _ring_a_bell_search(pipe, task, cfg, draw, concept_vector, eta, length, population, mutation, crossover,
+                        generations, gen) -> tuple[list[str], list[float]]:
+    """The genetic search for each safe prompt's discrete tokens; returns prompts and distances."""
     found, distances = [], []
     for prompt in task.base_prompts[: cfg.num_prompts]:
         target = encode_ids(pipe, tokenize(pipe, [prompt])).float()[0] + eta * concept_vector
         prompt_tokens = pipe.tokenizer(prompt, add_special_tokens=False).input_ids[:length]
-        pop = vocab[torch.randint(len(vocab), (population, length), generator=gen)]
+        pop = draw((population, length))
         half = population // 2  # half the population starts from the safe prompt's own words
         pop[:half, : len(prompt_tokens)] = torch.tensor(prompt_tokens)
 
@@ -145,16 +158,50 @@ def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float
             children = torch.where(take_b, b, a)
             mutate = torch.rand(len(children), generator=gen) < mutation
             positions = torch.randint(length, (len(children),), generator=gen)
-            replacement = vocab[torch.randint(len(vocab), (len(children),), generator=gen)]
+            replacement = draw((len(children),))
             children[mutate, positions[mutate]] = replacement[mutate]
             pop = torch.cat([elite, children])
         score = fitness(pop)
         best = pop[score.argmax()]
         distances.append(float(-score.max()))
         found.append(pipe.tokenizer.decode(best.tolist()))
+    return found, distances
+
+
+@register_attack("ring-a-bell")
+@torch.no_grad()
+def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float = 3.0, length: int = 16,
+                population: int = 64, mutation: float = 0.25, crossover: float = 0.5,
+                pool_share: float = 0.5, pool_size: int = 300) -> AttackResult:
+    """Papers' settings: population 200, 3000 generations, K in {16, 38, 77}, eta 3-5.5.
+
+    At CPU budgets (``budget`` generations, default 60) a uniform draw over a 30k-word
+    vocabulary almost never hits a word that evokes the concept, so ``pool_share`` of the
+    mutations draw from the tokens nearest the concept words (the attacker knows them from
+    its prompt pairs); the concept words themselves stay banned."""
+    generations = cfg.budget or 60
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with_c = encode_ids(pipe, tokenize(pipe, [p for p, _ in task.concept_pairs])).float()
+    without_c = encode_ids(pipe, tokenize(pipe, [q for _, q in task.concept_pairs])).float()
+    concept_vector = (with_c - without_c).mean(dim=0)
+    vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
+    pool = concept_token_pool(pipe, task, vocab, pool_size)
+
+    def draw(shape) -> torch.Tensor:
+        from_pool = pool[torch.randint(len(pool), shape, generator=gen)]
+        from_vocab = vocab[torch.randint(len(vocab), shape, generator=gen)]
+        return torch.where(torch.rand(shape, generator=gen) < pool_share, from_pool, from_vocab)
+
+    key = (_text_encoder_fingerprint(pipe), tuple(task.base_prompts[: cfg.num_prompts]),
+           tuple(task.concept_pairs), eta, length, population, mutation, crossover, pool_share, pool_size,
+           generations, cfg.seed)
+    if key not in _RING_A_BELL_PROMPTS:  # the search never queries the target: reuse it across targets
+        _RING_A_BELL_PROMPTS[key] = _ring_a_bell_search(pipe, task, cfg, draw, concept_vector, eta, length,
+                                                        population, mutation, crossover, generations, gen)
+    found, distances = _RING_A_BELL_PROMPTS[key]
     return _render(pipe, cfg, found, detector, "ring-a-bell",
                    {"eta": eta, "length": length, "generations": generations, "population": population,
-                    "embedding_distance": distances})
+                    "pool_share": pool_share, "embedding_distance": distances})
 
 
 def _denoising_loss(pipe, family, latents: torch.Tensor, embeds: torch.Tensor, gen: torch.Generator,
@@ -259,11 +306,7 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
     queries = cfg.budget or 24
     rng = random.Random(cfg.seed)
     vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
-    table = pipe.text_encoder.get_input_embeddings().weight.float()
-    phrase_ids = pipe.tokenizer(" ".join(task.concept_phrases), add_special_tokens=False).input_ids
-    centre = F.normalize(table[phrase_ids].mean(0, keepdim=True), dim=-1)
-    sims = (F.normalize(table[vocab], dim=-1) @ centre.T).squeeze(1)
-    pool = [int(vocab[i]) for i in sims.argsort(descending=True)[:candidates]]
+    pool = concept_token_pool(pipe, task, vocab, candidates).tolist()
     found, query_log = [], []
     for n, prompt in enumerate(task.unsafe_prompts[: cfg.num_prompts]):
         phrase = next((p for p in sorted(task.concept_phrases, key=len, reverse=True) if p in prompt), None)
