@@ -21,8 +21,7 @@ PAIR_FIELDS = ("strength", "require_same_content", "num_pairs")
 
 
 def main(argv=None) -> int:
-    from duo_unlearn.config import DUOConfig
-    from duo_unlearn.demo import DemoConfig, preservation, unsafe_safe_prompts
+    from duo_unlearn.demo import DemoConfig, demo_train_config, preservation, unsafe_safe_prompts
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
     from duo_unlearn.perceptual import ShapeWorldPerceptual
@@ -53,15 +52,10 @@ def main(argv=None) -> int:
         summary = make_pairs(PairsConfig(output_dir=str(pairs_dir), unsafe_prompts=tuple(unsafe),
                                          safe_prompts=tuple(safe), seed=demo.seed, **pair_settings),
                              pipe=pipe, detector=detector)
-        settings = {k: getattr(demo, k) for k in ("beta", "max_train_steps", "train_batch_size", "learning_rate",
-                                                  "preservation_weight", "use_prompts", "prompt_dropout",
-                                                  "timestep_range", "seed")}
-        settings.update({k: v for k, v in entry.items() if k not in PAIR_FIELDS})  # any DUOConfig field
-        if "timestep_range" in settings:
-            settings["timestep_range"] = tuple(settings["timestep_range"])
-        cfg = DUOConfig(pretrained_model="shapeworld", pairs_dir=str(pairs_dir),
-                        output_dir=str(out / f"run-{len(list(out.glob('run-*')))}"), checkpointing_steps=0,
-                        **settings)
+        overrides = {k: v for k, v in entry.items() if k not in PAIR_FIELDS}  # any DUOConfig field
+        if "timestep_range" in overrides:
+            overrides["timestep_range"] = tuple(overrides["timestep_range"])
+        cfg = demo_train_config(demo, pairs_dir, out / f"run-{len(list(out.glob('run-*')))}", **overrides)
         train(cfg, pipe=pipe, dataset=PairDataset.load(pairs_dir))
         after, after_images = measure_world_figures(pipe, detector, close, demo.num_eval_prompts, seed=demo.seed)
         row = {"entry": entry, "pairs_kept": summary["kept"],

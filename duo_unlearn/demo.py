@@ -61,6 +61,18 @@ class DemoConfig:
     """Seeds the prompts, the pairs, training and the evaluation images."""
 
 
+def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
+    """The DUOConfig `duo demo` trains with (the tuning script overrides fields of it)."""
+    from duo_unlearn.config import DUOConfig
+
+    base = DUOConfig(pretrained_model="shapeworld", pairs_dir=str(pairs_dir), output_dir=str(output_dir),
+                     beta=cfg.beta, max_train_steps=cfg.max_train_steps, train_batch_size=cfg.train_batch_size,
+                     learning_rate=cfg.learning_rate, preservation_weight=cfg.preservation_weight,
+                     use_prompts=cfg.use_prompts, prompt_dropout=cfg.prompt_dropout,
+                     timestep_range=cfg.timestep_range, seed=cfg.seed, checkpointing_steps=0)
+    return dataclasses.replace(base, **overrides)
+
+
 def unsafe_safe_prompts(n: int, seed: int) -> tuple[list[str], list[str]]:
     """Captions of random scenes with the X, and the same captions without it."""
     from duo_unlearn.world.scene import caption_pair, sample_scenes
@@ -76,7 +88,6 @@ def preservation(metric, base_images, new_images) -> float:
 
 
 def run_demo(cfg: DemoConfig) -> dict:
-    from duo_unlearn.config import DUOConfig
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.grids import save_grid
     from duo_unlearn.pairs import PairsConfig, make_pairs
@@ -114,12 +125,7 @@ def run_demo(cfg: DemoConfig) -> dict:
                                   (_tensor_image(dataset.unsafe[i]), _tensor_image(dataset.safe[i]))], 8)
 
     print("3/4 DUO training ...", flush=True)
-    train_cfg = DUOConfig(pretrained_model="shapeworld", pairs_dir=str(pairs_dir), output_dir=str(out / "duo"),
-                          beta=cfg.beta, max_train_steps=cfg.max_train_steps, train_batch_size=cfg.train_batch_size,
-                          learning_rate=cfg.learning_rate, preservation_weight=cfg.preservation_weight,
-                          use_prompts=cfg.use_prompts, prompt_dropout=cfg.prompt_dropout,
-                          timestep_range=cfg.timestep_range,
-                          seed=cfg.seed, checkpointing_steps=0)
+    train_cfg = demo_train_config(cfg, pairs_dir, out / "duo")
     train(train_cfg, pipe=pipe, dataset=dataset)
 
     print("4/4 unlearned model: the same prompts and seeds ...", flush=True)

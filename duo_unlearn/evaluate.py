@@ -116,7 +116,7 @@ def _train_model(spec: dict, cfg: EvalConfig, pairs_dir: Path, folder: Path, con
 
 def run_eval(cfg: EvalConfig) -> dict:
     from duo_unlearn.attacks import AttackConfig, attack, shapeworld_task
-    from duo_unlearn.demo import preservation, unsafe_safe_prompts
+    from duo_unlearn.demo import DemoConfig, preservation, unsafe_safe_prompts
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.grids import save_grid
     from duo_unlearn.pairs import PairsConfig, make_pairs
@@ -135,7 +135,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     unsafe_prompts, safe_prompts = unsafe_safe_prompts(cfg.num_pairs, cfg.seed + 17)
     pipe = load_shapeworld()
     make_pairs(PairsConfig(output_dir=str(out / "pairs"), unsafe_prompts=tuple(unsafe_prompts),
-                           safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs, strength=0.6, seed=cfg.seed),
+                           safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs,
+                           strength=DemoConfig.strength, seed=cfg.seed),
                pipe=pipe, detector=detector)
     import random
 

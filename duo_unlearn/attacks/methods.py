@@ -131,9 +131,21 @@ def _text_encoder_fingerprint(pipe) -> tuple:
             sum(float(p.double().pow(2).sum()) for p in params))
 
 
-def _ring_a_bell_search(pipe, task, cfg, draw, concept_vector, eta, length, population, mutation, crossover,
-                        generations, gen) -> tuple[list[str], list[float]]:
+def _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation, crossover, pool_share, pool_size,
+                        generations) -> tuple[list[str], list[float]]:
     """The genetic search for each safe prompt's discrete tokens; returns prompts and distances."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with_c = encode_ids(pipe, tokenize(pipe, [p for p, _ in task.concept_pairs])).float()
+    without_c = encode_ids(pipe, tokenize(pipe, [q for _, q in task.concept_pairs])).float()
+    concept_vector = (with_c - without_c).mean(dim=0)
+    vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
+    pool = concept_token_pool(pipe, task, vocab, pool_size)
+
+    def draw(shape) -> torch.Tensor:
+        from_pool = pool[torch.randint(len(pool), shape, generator=gen)]
+        from_vocab = vocab[torch.randint(len(vocab), shape, generator=gen)]
+        return torch.where(torch.rand(shape, generator=gen) < pool_share, from_pool, from_vocab)
+
     found, distances = [], []
     for prompt in task.base_prompts[: cfg.num_prompts]:
         target = encode_ids(pipe, tokenize(pipe, [prompt])).float()[0] + eta * concept_vector
@@ -180,24 +192,12 @@ def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float
     mutations draw from the tokens nearest the concept words (the attacker knows them from
     its prompt pairs); the concept words themselves stay banned."""
     generations = cfg.budget or 60
-    gen = torch.Generator().manual_seed(cfg.seed)
-    with_c = encode_ids(pipe, tokenize(pipe, [p for p, _ in task.concept_pairs])).float()
-    without_c = encode_ids(pipe, tokenize(pipe, [q for _, q in task.concept_pairs])).float()
-    concept_vector = (with_c - without_c).mean(dim=0)
-    vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
-    pool = concept_token_pool(pipe, task, vocab, pool_size)
-
-    def draw(shape) -> torch.Tensor:
-        from_pool = pool[torch.randint(len(pool), shape, generator=gen)]
-        from_vocab = vocab[torch.randint(len(vocab), shape, generator=gen)]
-        return torch.where(torch.rand(shape, generator=gen) < pool_share, from_pool, from_vocab)
-
     key = (_text_encoder_fingerprint(pipe), tuple(task.base_prompts[: cfg.num_prompts]),
-           tuple(task.concept_pairs), eta, length, population, mutation, crossover, pool_share, pool_size,
-           generations, cfg.seed)
+           tuple(task.concept_pairs), tuple(task.concept_phrases), eta, length, population, mutation, crossover,
+           pool_share, pool_size, generations, cfg.seed)
     if key not in _RING_A_BELL_PROMPTS:  # the search never queries the target: reuse it across targets
-        _RING_A_BELL_PROMPTS[key] = _ring_a_bell_search(pipe, task, cfg, draw, concept_vector, eta, length,
-                                                        population, mutation, crossover, generations, gen)
+        _RING_A_BELL_PROMPTS[key] = _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation,
+                                                        crossover, pool_share, pool_size, generations)
     found, distances = _RING_A_BELL_PROMPTS[key]
     return _render(pipe, cfg, found, detector, "ring-a-bell",
                    {"eta": eta, "length": length, "generations": generations, "population": population,
@@ -283,11 +283,10 @@ def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_t
                 Placeholders(pipe, num_tokens, init=init, project_to=vocab) as adv:
             opt = torch.optim.Adam([adv.vectors], lr=lr)
             for _ in range(iterations):
-                tokens = adv.nearest_tokens(vocab)  # what this iteration's forward pass uses
                 embeds = encode_ids(pipe, tokenize(pipe, [f"{adv.text} {base}"] * samples_per_step))
                 loss = _denoising_loss(pipe, family, latents, embeds, gen, noise=noise, t=t)
-                if loss.item() < best_loss:
-                    best_loss, best_tokens = loss.item(), tokens
+                if loss.item() < best_loss:  # the real tokens this forward pass ran
+                    best_loss, best_tokens = loss.item(), adv.last_tokens
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)

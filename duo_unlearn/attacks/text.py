@@ -58,13 +58,18 @@ class Placeholders:
         self._hooks: list = []
         self._tokenizer = None
         self.project_to = project_to
+        # the embedding table is frozen: gather the projection targets once, not every forward
+        self._project_table = None if project_to is None else emb.weight[project_to].detach().float()
+        self.last_tokens: list[int] | None = None
+        """With ``project_to``: the real token ids the last forward pass ran."""
 
     def effective_vectors(self) -> torch.Tensor:
         """The vectors the text encoder sees: learned, or projected with a straight-through gradient."""
         if self.project_to is None:
             return self.vectors
-        table = self.pipe.text_encoder.get_input_embeddings().weight[self.project_to].float()
-        nearest = table[self._nearest_rows(table)]
+        rows = self._nearest_rows(self._project_table)
+        self.last_tokens = [int(self.project_to[i]) for i in rows]
+        nearest = self._project_table[rows]
         return self.vectors + (nearest - self.vectors).detach()
 
     def _nearest_rows(self, table: torch.Tensor) -> torch.Tensor:
