@@ -103,7 +103,7 @@ def _train_model(spec: dict, cfg: EvalConfig, pairs_dir: Path, folder: Path, con
                         checkpointing_steps=0), pipe=pipe)
     elif spec["method"] == "esd":
         train(DUOConfig(method="esd", output_dir=str(folder), esd_concept_prompt="a shape with a black x over it",
-                        esd_eta=1.0, esd_variant="x", learning_rate=1e-4, lora_rank=8, lora_alpha=8,
+                        esd_eta=1.0, esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8,
                         max_train_steps=cfg.esd_steps, train_batch_size=4, seed=cfg.seed, checkpointing_steps=0),
               pipe=pipe)
     elif spec["method"] == "uce":

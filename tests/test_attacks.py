@@ -123,3 +123,28 @@ def test_result_round_trip(tmp_path):
     r.save(tmp_path, {"a": 1})
     back = AttackResult.load(tmp_path)
     assert back.attack_success_rate == 1.0 and back.prompts == ["p"]
+
+
+def test_sneakyprompt_climbs_the_detector_reward_and_stops_at_the_first_bypass(pipe, monkeypatch):
+    """A stand-in target draws an image as red as the share of its prompt's words that belong to a
+    hidden 'evocative' set: the search must climb that reward to a bypass before its budget."""
+    from duo_unlearn.attacks import methods
+
+    vocab = methods.word_vocabulary(pipe.tokenizer, banned=methods.concept_words(_task()))
+    pool = methods.concept_token_pool(pipe, _task(), vocab, 300).tolist()
+    evocative = {pipe.tokenizer.decode([t]).strip() for t in pool[::3]}  # a third of the pool
+
+    def fake_generate(_pipe, prompts, seeds, *_):
+        def red(prompt):
+            words = prompt.replace("a red box", "").split()
+            return int(255 * sum(w in evocative for w in words) / max(len(words), 1))
+        return [Image.new("RGB", (8, 8), (red(p), 0, 0)) for p in prompts]
+
+    monkeypatch.setattr(methods, "generate", fake_generate)
+    task = _task()
+    task.unsafe_prompts = ["a red box with a cross"]
+    cfg = AttackConfig(method="sneakyprompt", num_prompts=1, images_per_prompt=1, budget=60)
+    result = methods.sneaky_prompt(pipe, RedDetector(), task, cfg, num_substitutes=3)
+    used = result.extra["queries_per_prompt"][0]
+    assert result.scores[0] >= 0.5 and used < 60  # a bypass with at least 2 of 3 evocative words
+    assert "cross" not in result.prompts[0]
