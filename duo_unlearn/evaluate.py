@@ -24,6 +24,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from duo_unlearn.io import atomic_write_json, atomic_write_text
 
 ATTACK_NAMES = ("paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk")
@@ -71,6 +73,26 @@ class EvalConfig:
     """Prompts per metric group (safe, unsafe, held-out, close), one seed each."""
     seed: int = 0
     """Seeds pairs, training, prompts and images."""
+    report_only: bool = False
+    """Only rewrite report/ (tables, plots, pages) from output_dir/report/results.json."""
+
+    # --- a real model: evaluate LoRA folders you trained (duo train, any beta, ESD) against their base ---
+    pretrained_model: str = "shapeworld"
+    """'shapeworld' runs the whole study above; a pipeline folder or hub id evaluates ``models`` on it."""
+    models: tuple[str, ...] = ()
+    """Real model only: 'name=folder' per LoRA folder (pytorch_lora_weights.safetensors) to evaluate."""
+    captions_file: str | None = None
+    """Real model only: safe captions, one per line (e.g. COCO val captions), for prior preservation."""
+    task_file: str | None = None
+    """Real model only: the attacker's prompts and concept images (YAML, see attacks/task_file.py)."""
+    detector: str = "nudenet"
+    """Real model only: the concept detector ('nudenet' or one registered with register_detector)."""
+    metric: str = "lpips"
+    """Real model only: perceptual metric for preservation ('lpips' needs the [lpips] extra)."""
+    num_inference_steps: int = 25
+    """Real model only: denoising steps per image (ShapeWorld uses 25)."""
+    guidance_scale: float = 7.5
+    """Real model only: classifier-free guidance per image."""
 
 
 def _model_specs(cfg: EvalConfig) -> list[dict]:
@@ -115,7 +137,7 @@ def _train_model(spec: dict, cfg: EvalConfig, pairs_dir: Path, folder: Path, con
 
 
 def run_eval(cfg: EvalConfig) -> dict:
-    from duo_unlearn.attacks import AttackConfig, attack, shapeworld_task
+    from duo_unlearn.attacks import shapeworld_task
     from duo_unlearn.demo import DemoConfig, preservation, unsafe_safe_prompts
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.grids import save_grid
@@ -127,6 +149,10 @@ def run_eval(cfg: EvalConfig) -> dict:
 
     out = Path(cfg.output_dir)
     report = out / "report"
+    if cfg.report_only:
+        return rebuild_report(report)
+    if cfg.pretrained_model != "shapeworld":
+        return run_model_eval(cfg)
     started = time.time()
     detector, close = ShapeWorldDetector(), ShapeWorldDetector(concept="plus")
     metric = ShapeWorldPerceptual(detector)
@@ -169,14 +195,7 @@ def run_eval(cfg: EvalConfig) -> dict:
         row["prior_preservation"] = preservation(metric, base_images["safe"], images["safe"])
         row["close_concept_preservation"] = preservation(metric, base_images["close"], images["close"])
         row["fid_detector_space"] = frechet_distance(metric.embeddings(images["safe"]), real_feats)
-        for attack_name in cfg.attacks:
-            acfg = AttackConfig(method=attack_name, num_prompts=cfg.num_attack_prompts,
-                                images_per_prompt=cfg.images_per_prompt, seed=cfg.seed, budget=cfg.attack_budget)
-            result = attack(pipe, detector, task, acfg, folder=out / "attacks" / name / attack_name,
-                            settings={**dataclasses.asdict(acfg), "model": name, "detector": detector.settings()})
-            row[f"dsr/{attack_name}"] = result.defence_success_rate
-            row[f"asr/{attack_name}"] = result.attack_success_rate
-            save_grid(report / "attacks" / f"{name}_{attack_name}.png", result.images[:16], 8)
+        row.update(_attack_rows(pipe, detector, task, cfg, name, out))
         results[name] = row
         if name != "base":
             save_grid(report / "grids" / f"{name}_safe.png", base_images["safe"][:8] + images["safe"][:8], 8,
@@ -185,10 +204,123 @@ def run_eval(cfg: EvalConfig) -> dict:
                       row_labels=["base", name])
         atomic_write_json(report / "results.json", {"results": results, "settings": dataclasses.asdict(cfg),
                                                     "detector": detector.settings(), "metric": metric.name,
+                                                    "minutes": (time.time() - started) / 60,
                                                     "prompts": {k: [r["prompt"] for r in v] for k, v in
                                                                 groups.items()}})
     write_report(report, results, cfg, time.time() - started)
     return results
+
+
+def _attack_rows(pipe, detector, task, cfg: EvalConfig, name: str, out: Path, extra_settings=None) -> dict:
+    """Every attack against one model: DSR and ASR per attack, results under attacks/, grids in the report."""
+    from duo_unlearn.attacks import AttackConfig, attack
+    from duo_unlearn.grids import save_grid
+
+    row = {}
+    for attack_name in cfg.attacks:
+        acfg = AttackConfig(method=attack_name, num_prompts=cfg.num_attack_prompts,
+                            images_per_prompt=cfg.images_per_prompt, seed=cfg.seed, budget=cfg.attack_budget)
+        if cfg.pretrained_model != "shapeworld":
+            acfg = dataclasses.replace(acfg, pretrained_model=cfg.pretrained_model, task_file=cfg.task_file,
+                                       detector=cfg.detector, num_inference_steps=cfg.num_inference_steps,
+                                       guidance_scale=cfg.guidance_scale)
+        settings = {**dataclasses.asdict(acfg), "model": name, "detector": detector.settings(),
+                    **(extra_settings or {})}
+        result = attack(pipe, detector, task, acfg, folder=out / "attacks" / name / attack_name, settings=settings)
+        row[f"dsr/{attack_name}"] = result.defence_success_rate
+        row[f"asr/{attack_name}"] = result.attack_success_rate
+        save_grid(out / "report" / "attacks" / f"{name}_{attack_name}.png", result.images[:16], 8)
+    return row
+
+
+def _named_models(specs: tuple[str, ...]) -> list[tuple[str, Path]]:
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
+
+    models = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--models takes 'name=folder' entries, got {spec!r}")
+        if name == "base" or name in dict(models):
+            raise ValueError(f"--models: model name {name!r} is reserved or given twice")
+        if not (Path(folder) / LORA_WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"--models {name}: {folder} has no {LORA_WEIGHTS_NAME} (a `duo train` output)")
+        models.append((name, Path(folder)))
+    return models
+
+
+def _method_of(name: str) -> str:
+    return next((m for m in ("duo", "esd", "uce") if name.lower().startswith(m)), "other")
+
+
+def run_model_eval(cfg: EvalConfig) -> dict:
+    """A real model: the base pipeline and each LoRA in ``cfg.models``, through the same prompts,
+    seeds and attacks; prior preservation on ``cfg.captions_file``, the concept rate on the task's
+    unsafe prompts. Nothing is trained here: train each model with `duo train` first."""
+    from duo_unlearn.attacks import load_task_for
+    from duo_unlearn.attacks.task_file import task_fingerprint
+    from duo_unlearn.demo import preservation
+    from duo_unlearn.detectors import get_detector
+    from duo_unlearn.grids import save_grid
+    from duo_unlearn.perceptual import get_perceptual_metric
+    from duo_unlearn.pipelines import load_pipeline
+    from duo_unlearn.sampling import generate
+
+    out, started = Path(cfg.output_dir), time.time()
+    report = out / "report"
+    models = _named_models(cfg.models)
+    if not models:
+        raise ValueError("--models: give at least one 'name=folder' LoRA to evaluate against the base model")
+    if not cfg.captions_file or not Path(cfg.captions_file).is_file():
+        raise FileNotFoundError(f"--captions-file {cfg.captions_file}: a text file of safe captions, one per line")
+    captions = [c.strip() for c in Path(cfg.captions_file).read_text(encoding="utf-8").splitlines() if c.strip()]
+    captions = captions[: cfg.num_eval_prompts]
+    if not captions:
+        raise ValueError(f"--captions-file {cfg.captions_file} holds no captions")
+    if not cfg.task_file:
+        raise ValueError("--task-file is required for a real model (attack prompts and concept images)")
+    detector, metric = get_detector(cfg.detector), get_perceptual_metric(cfg.metric)
+    results: dict[str, dict] = {}
+    base_images = None
+    for name, folder in [("base", None), *models]:
+        print(f"evaluate {name} ...", flush=True)
+        pipe = load_pipeline(cfg.pretrained_model)
+        pipe.set_progress_bar_config(disable=True)
+        if folder is not None:
+            pipe.load_lora_weights(str(folder))
+        task = load_task_for(pipe, cfg.task_file, cfg.num_attack_prompts, cfg.seed)
+        unsafe = task.unsafe_prompts[: cfg.num_eval_prompts]
+        images = {group: generate(pipe, prompts, [cfg.seed * 100_000 + i for i in range(len(prompts))],
+                                  cfg.num_inference_steps, cfg.guidance_scale, progress=True)
+                  for group, prompts in (("safe", captions), ("unsafe", unsafe))}
+        base_images = base_images or images
+        row = {"method": "base" if folder is None else _method_of(name), "beta": None, "lora": str(folder or ""),
+               "prior_preservation": preservation(metric, base_images["safe"], images["safe"]),
+               "concept_rate/unsafe": float(np.mean(detector.scores(images["unsafe"]) >= detector.threshold))}
+        row.update(_attack_rows(pipe, detector, task, cfg, name, out, {"task": task_fingerprint(task)}))
+        results[name] = row
+        if folder is not None:
+            for group in ("safe", "unsafe"):
+                save_grid(report / "grids" / f"{name}_{group}.png", base_images[group][:8] + images[group][:8], 8,
+                          row_labels=["base", name])
+        atomic_write_json(report / "results.json", {"results": results, "settings": dataclasses.asdict(cfg),
+                                                    "detector": detector.settings(), "metric": metric.name,
+                                                    "minutes": (time.time() - started) / 60,
+                                                    "prompts": {"safe": captions, "unsafe": unsafe}})
+    write_report(report, results, cfg, time.time() - started)
+    return results
+
+
+def rebuild_report(report: Path) -> dict:
+    """Rewrite the tables, plots and pages of ``report`` from its results.json, running nothing."""
+    path = Path(report) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results to rebuild a report from (run `duo eval` first)")
+    saved = json.loads(path.read_text())
+    known = {f.name for f in dataclasses.fields(EvalConfig)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["settings"].items() if k in known}
+    write_report(Path(report), saved["results"], EvalConfig(**settings), 60 * saved.get("minutes", 0.0))
+    return saved["results"]
 
 
 def pareto_plots(report: Path, results: dict, attacks) -> list[Path]:
@@ -220,40 +352,72 @@ def pareto_plots(report: Path, results: dict, attacks) -> list[Path]:
     return paths
 
 
-def _table(results: dict, attacks) -> list[str]:
-    head = ["model", "preservation", "close pres.", "FID(det)", "colour acc", "concept rate (unsafe)"] + \
-        [f"DSR {a}" for a in attacks]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, r in results.items():
-        cells = [name, f"{r['prior_preservation']:.3f}", f"{r['close_concept_preservation']:.3f}",
-                 f"{r['fid_detector_space']:.1f}", f"{r['colour_accuracy/safe']:.2f}",
-                 f"{r['concept_rate/unsafe']:.2f}"] + [f"{r[f'dsr/{a}']:.2f}" for a in attacks]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+CONTROL_ATTACKS = {"paraphrase": "control: unseen wordings, no search"}
+
+
+def _table(results: dict, attacks) -> list[list[str]]:
+    head = ["model", "preservation", "close pres.", "FID(det)", "colour acc", "concept rate (unsafe)",
+            "close-concept rate"] + [f"DSR {a}" for a in attacks]
+    rows = [head]
+    keys = [("prior_preservation", ".3f"), ("close_concept_preservation", ".3f"), ("fid_detector_space", ".1f"),
+            ("colour_accuracy/safe", ".2f"), ("concept_rate/unsafe", ".2f"), ("close_rate/close", ".2f")] + \
+        [(f"dsr/{a}", ".2f") for a in attacks]
+    for name, r in results.items():  # a real model has no close concept, FID or colour accuracy: n/a
+        rows.append([name] + [format(r[k], f) if k in r else "n/a" for k, f in keys])
+    return rows
+
+
+def _base_table(results: dict, cfg: EvalConfig) -> list[list[str]]:
+    base = results.get("base", {})
+    images = cfg.num_attack_prompts * cfg.images_per_prompt
+    rows = [["attack", "success against the base model", "images", "note"]]
+    for a in cfg.attacks:
+        rows.append([a, f"{base.get(f'asr/{a}', float('nan')):.2f}", str(images), CONTROL_ATTACKS.get(a, "")])
+    return rows
+
+
+def _markdown(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + \
+        ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
 
 
 def write_report(report: Path, results: dict, cfg: EvalConfig, seconds: float) -> Path:
+    """index.md and index.html with the same content: attack strength on the base model, every
+    model's figures, the Pareto plots, and links to the same-seed grids and attack images."""
     plots = pareto_plots(report, results, cfg.attacks)
-    table = _table(results, cfg.attacks)
-    base = results.get("base", {})
-    md = [
-        "# duo-unlearn evaluation (ShapeWorld)", "",
-        "DSR = defence success rate: share of attack images in which the detector finds no X. Against the *base* "
-        "model, 1 − DSR is how often each attack succeeds at all:", "",
-        "| attack | success against the base model |", "|---|---|",
-        *[f"| {a} | {base.get(f'asr/{a}', float('nan')):.2f} |" for a in cfg.attacks], "",
-        "## All models", "", *table, "",
-        "## Defence success against prior preservation", "",
-        *[f"![{p.stem}]({p.name})" for p in plots], "",
-        f"Settings: `{json.dumps(dataclasses.asdict(cfg))}`; {seconds / 60:.0f} minutes.", "",
-    ]
+    table, base_table = _table(results, cfg.attacks), _base_table(results, cfg)
+    intro = ("DSR = defence success rate: share of attack images in which the detector finds no concept. "
+             "Against the *base* model, 1 − DSR is how often each attack succeeds at all; an attack that "
+             "rarely succeeds there says little about the unlearned models.")
+    grids = [(f"{name}: base (top) vs {name} (bottom), same seeds", [f"grids/{name}_safe.png",
+                                                                     f"grids/{name}_unsafe.png"])
+             for name in results if name != "base"]
+    attack_images = [(name, [f"attacks/{name}_{a}.png" for a in cfg.attacks]) for name in results]
+    footer = f"Settings: `{json.dumps(dataclasses.asdict(cfg))}`; {seconds / 60:.0f} minutes."
+    title = f"duo-unlearn evaluation ({'ShapeWorld' if cfg.pretrained_model == 'shapeworld' else cfg.pretrained_model})"
+    md = [f"# {title}", "", intro, "", *_markdown(base_table), "",
+          "## All models", "", *_markdown(table), "",
+          "## Defence success against prior preservation", "", *[f"![{p.stem}]({p.name})" for p in plots], "",
+          "## Same-seed grids (safe prompts, then unsafe prompts)", ""]
+    md += [line for title, files in grids for line in (f"**{title}**", "", *[f"![]({f})" for f in files], "")]
+    md += ["## Attack images", ""]
+    md += [f"- {name}: " + ", ".join(f"[{Path(f).stem}]({f})" for f in files) for name, files in attack_images]
+    md += ["", footer, ""]
     atomic_write_text(report / "index.md", "\n".join(md))
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
-        for line in table[2:])
-    head = "".join(f"<th>{html.escape(c.strip())}</th>" for c in table[0].strip("|").split("|"))
-    page = (f"<!doctype html><meta charset='utf-8'><title>duo-unlearn report</title>"
-            f"<h1>duo-unlearn evaluation (ShapeWorld)</h1><table border=1 cellpadding=4><tr>{head}</tr>{rows}</table>"
-            + "".join(f"<img src='{p.name}'>" for p in plots))
-    atomic_write_text(report / "index.html", page)
+    page = ["<!doctype html><meta charset='utf-8'><title>duo-unlearn report</title>",
+            f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(intro)}</p>", _html_table(base_table),
+            "<h2>All models</h2>", _html_table(table), "<h2>Defence success against prior preservation</h2>",
+            *[f"<img src='{p.name}'>" for p in plots], "<h2>Same-seed grids</h2>"]
+    page += [f"<h3>{html.escape(title)}</h3>" + "".join(f"<img src='{f}'><br>" for f in files)
+             for title, files in grids]
+    page += ["<h2>Attack images</h2><ul>"] + [
+        f"<li>{html.escape(name)}: " + ", ".join(f"<a href='{f}'>{html.escape(Path(f).stem)}</a>" for f in files)
+        + "</li>" for name, files in attack_images] + ["</ul>", f"<p>{html.escape(footer)}</p>"]
+    atomic_write_text(report / "index.html", "\n".join(page))
     return report

@@ -6,6 +6,7 @@
 - ShapeWorld: the same LPIPS form (unit-normalise each layer's channels, squared
   difference, spatial mean, average over layers) on the world detector's conv features,
   and FID in the detector's 256-d embedding space.
+- Your own: ``register_perceptual_metric("name", factory)``.
 
 Prior preservation, as in the DUO paper, is ``1 - distance`` between base and unlearned
 images made from the same prompt and seed.
@@ -13,7 +14,7 @@ images made from the same prompt and seed.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -109,9 +110,20 @@ def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
+_METRICS: dict[str, Callable[..., PerceptualMetric]] = {
+    "shapeworld": ShapeWorldPerceptual,
+    "shapeworld-lpips": ShapeWorldPerceptual,
+    "lpips": AlexLPIPS,
+    "lpips-alex": AlexLPIPS,
+}
+
+
+def register_perceptual_metric(name: str, factory: Callable[..., PerceptualMetric]) -> None:
+    """Plug in another distance (DreamSim, a VGG LPIPS, ...) for prior preservation."""
+    _METRICS[name] = factory
+
+
 def get_perceptual_metric(name: str = "shapeworld", **kwargs) -> PerceptualMetric:
-    if name in ("shapeworld", "shapeworld-lpips"):
-        return ShapeWorldPerceptual(**kwargs)
-    if name in ("lpips", "lpips-alex"):
-        return AlexLPIPS(**kwargs)
-    raise ValueError(f"unknown perceptual metric {name!r}; one of shapeworld, lpips")
+    if name not in _METRICS:
+        raise ValueError(f"unknown perceptual metric {name!r}; registered: {sorted(_METRICS)}")
+    return _METRICS[name](**kwargs)

@@ -9,7 +9,8 @@ from duo_unlearn.attacks import methods  # noqa: F401  (registers the attacks)
 from duo_unlearn.attacks.base import ATTACKS, AttackConfig, AttackResult, cached_result
 from duo_unlearn.attacks.methods import ConceptTask, shapeworld_task
 
-__all__ = ["ATTACKS", "AttackConfig", "AttackResult", "ConceptTask", "attack", "run_attack", "shapeworld_task"]
+__all__ = ["ATTACKS", "AttackConfig", "AttackResult", "ConceptTask", "attack", "load_task_for", "run_attack",
+           "shapeworld_task"]
 
 
 def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | Path | None = None,
@@ -28,23 +29,37 @@ def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | P
     return result
 
 
+def load_task_for(pipe, task_file: str | None, n: int, seed: int) -> ConceptTask:
+    """The task in ``task_file`` (images at the pipeline's resolution), or ShapeWorld's own."""
+    if task_file:
+        from duo_unlearn.attacks.task_file import load_task
+        from duo_unlearn.pipelines import native_resolution
+
+        return load_task(task_file, native_resolution(pipe))
+    return shapeworld_task(n, seed=seed)
+
+
 def run_attack(cfg: AttackConfig) -> AttackResult:
     """`duo attack`: load the target (base + optional LoRA), the detector and the task, attack."""
     from duo_unlearn.detectors import get_detector
     from duo_unlearn.grids import save_grid
     from duo_unlearn.pipelines import SHAPEWORLD, load_pipeline
 
-    if cfg.pretrained_model != SHAPEWORLD:
-        raise NotImplementedError(
-            "`duo attack` builds its attack task (paraphrases, concept images) from ShapeWorld; for a real model, "
-            "build a ConceptTask from your prompts and images and call duo_unlearn.attacks.attack() from Python")
+    if cfg.pretrained_model != SHAPEWORLD and not cfg.task_file:
+        raise ValueError("--task-file is required to attack a real model: a YAML with the attacker's prompts and "
+                         "concept images (see duo_unlearn/attacks/task_file.py)")
     pipe = load_pipeline(cfg.pretrained_model)
     pipe.set_progress_bar_config(disable=True)
     if cfg.lora:
         pipe.load_lora_weights(cfg.lora)
     kwargs = {} if cfg.detector_threshold is None else {"threshold": cfg.detector_threshold}
     detector = get_detector(cfg.detector, **kwargs)
-    task = shapeworld_task(max(cfg.num_prompts, 8), seed=cfg.seed)
-    result = attack(pipe, detector, task, cfg, folder=Path(cfg.output_dir) / cfg.method)
+    task = load_task_for(pipe, cfg.task_file, max(cfg.num_prompts, 8), cfg.seed)
+    settings = {**dataclasses.asdict(cfg), "detector": detector.settings()}
+    if cfg.task_file:
+        from duo_unlearn.attacks.task_file import task_fingerprint
+
+        settings["task"] = task_fingerprint(task)
+    result = attack(pipe, detector, task, cfg, folder=Path(cfg.output_dir) / cfg.method, settings=settings)
     save_grid(Path(cfg.output_dir) / cfg.method / "grid.png", result.images[:32], 8)
     return result

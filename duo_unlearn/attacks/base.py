@@ -32,8 +32,11 @@ class AttackConfig:
     """Folder with pytorch_lora_weights.safetensors to attack; None attacks the base model."""
     output_dir: str = "attack-output"
     """Results go to output_dir/method/ (result.json, images/, grid.png)."""
+    task_file: str | None = None
+    """YAML with the attacker's prompts and concept images (attacks/task_file.py); required for a
+    real model, ShapeWorld builds its own."""
     detector: str = "shapeworld"
-    """Detector judging whether the concept came back."""
+    """Detector judging whether the concept came back ('shapeworld', 'nudenet')."""
     detector_threshold: float | None = None
     """Override the detector's calibrated threshold."""
     num_prompts: int = 8
