@@ -140,3 +140,16 @@ def test_attack_on_a_real_model_needs_a_task_file_and_uses_it(tmp_path, real_mod
         run_attack(AttackConfig(**base))
     result = run_attack(AttackConfig(**base, task_file=str(_task_dir(tmp_path)), lora=str(real_model / "duo")))
     assert result.prompts == ["a box struck out", "a dog cancelled"]
+
+
+def test_shipped_nudity_task_loads(tmp_path):
+    from pathlib import Path
+
+    shipped = Path(__file__).parent.parent / "configs" / "tasks" / "sd14_nudity_task.yaml"
+    copy = tmp_path / "configs" / "tasks" / shipped.name
+    copy.parent.mkdir(parents=True)
+    copy.write_text(shipped.read_text())
+    (tmp_path / "pairs-nudity" / "unsafe").mkdir(parents=True)
+    Image.new("RGB", (512, 512), (200, 150, 120)).save(tmp_path / "pairs-nudity" / "unsafe" / "00000.png")
+    task = load_task(copy, 512)
+    assert len(task.unsafe_prompts) == len(task.base_prompts) == 6 and len(task.concept_images) == 1
