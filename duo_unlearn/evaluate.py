@@ -89,6 +89,10 @@ class EvalConfig:
     """Real model only: the concept detector ('nudenet' or one registered with register_detector)."""
     metric: str = "lpips"
     """Real model only: perceptual metric for preservation ('lpips' needs the [lpips] extra)."""
+    clip_model: str | None = None
+    """Real model only: a CLIP checkpoint (e.g. openai/clip-vit-large-patch14) for CLIP score on the captions."""
+    reference_images_dir: str | None = None
+    """Real model only, with clip_model: real images (e.g. COCO val) for FID in CLIP feature space."""
     num_inference_steps: int = 25
     """Real model only: denoising steps per image (ShapeWorld uses 25)."""
     guidance_scale: float = 7.5
@@ -253,6 +257,26 @@ def _method_of(name: str) -> str:
     return next((m for m in ("duo", "esd", "uce") if name.lower().startswith(m)), "other")
 
 
+def _clip_and_reference(cfg: EvalConfig):
+    """The CLIP model (or None) and the reference images' CLIP features for FID (or None)."""
+    from duo_unlearn.attacks.task_file import IMAGE_SUFFIXES
+    from duo_unlearn.clip_metrics import CLIPMetrics
+    from duo_unlearn.io import load_image
+
+    if cfg.clip_model is None:
+        if cfg.reference_images_dir:
+            raise ValueError("--reference-images-dir needs --clip-model (FID is computed in CLIP feature space)")
+        return None, None
+    clip = CLIPMetrics(cfg.clip_model)
+    if not cfg.reference_images_dir:
+        return clip, None
+    folder = Path(cfg.reference_images_dir)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    if len(files) < 2:
+        raise ValueError(f"--reference-images-dir {folder}: FID needs a folder of at least two images")
+    return clip, clip.image_features([load_image(f) for f in files])
+
+
 def run_model_eval(cfg: EvalConfig) -> dict:
     """A real model: the base pipeline and each LoRA in ``cfg.models``, through the same prompts,
     seeds and attacks; prior preservation on ``cfg.captions_file``, the concept rate on the task's
@@ -262,7 +286,7 @@ def run_model_eval(cfg: EvalConfig) -> dict:
     from duo_unlearn.demo import preservation
     from duo_unlearn.detectors import get_detector
     from duo_unlearn.grids import save_grid
-    from duo_unlearn.perceptual import get_perceptual_metric
+    from duo_unlearn.perceptual import frechet_distance, get_perceptual_metric
     from duo_unlearn.pipelines import load_pipeline
     from duo_unlearn.sampling import generate
 
@@ -280,6 +304,7 @@ def run_model_eval(cfg: EvalConfig) -> dict:
     if not cfg.task_file:
         raise ValueError("--task-file is required for a real model (attack prompts and concept images)")
     detector, metric = get_detector(cfg.detector), get_perceptual_metric(cfg.metric)
+    clip, reference = _clip_and_reference(cfg)
     results: dict[str, dict] = {}
     base_images = None
     for name, folder in [("base", None), *models]:
@@ -297,6 +322,10 @@ def run_model_eval(cfg: EvalConfig) -> dict:
         row = {"method": "base" if folder is None else _method_of(name), "beta": None, "lora": str(folder or ""),
                "prior_preservation": preservation(metric, base_images["safe"], images["safe"]),
                "concept_rate/unsafe": float(np.mean(detector.scores(images["unsafe"]) >= detector.threshold))}
+        if clip is not None:
+            row["clip_score"] = float(np.mean(clip.clip_scores(images["safe"], captions)))
+            if reference is not None:
+                row["fid_clip"] = frechet_distance(clip.image_features(images["safe"]), reference)
         row.update(_attack_rows(pipe, detector, task, cfg, name, out, {"task": task_fingerprint(task)}))
         results[name] = row
         if folder is not None:
@@ -355,15 +384,20 @@ def pareto_plots(report: Path, results: dict, attacks) -> list[Path]:
 CONTROL_ATTACKS = {"paraphrase": "control: unseen wordings, no search"}
 
 
+FIGURES = [("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
+           ("fid_detector_space", "FID(det)", ".1f"), ("fid_clip", "FID(CLIP)", ".2f"),
+           ("clip_score", "CLIP score", ".2f"), ("colour_accuracy/safe", "colour acc", ".2f"),
+           ("concept_rate/unsafe", "concept rate (unsafe)", ".2f"), ("close_rate/close", "close-concept rate", ".2f")]
+
+
 def _table(results: dict, attacks) -> list[list[str]]:
-    head = ["model", "preservation", "close pres.", "FID(det)", "colour acc", "concept rate (unsafe)",
-            "close-concept rate"] + [f"DSR {a}" for a in attacks]
-    rows = [head]
-    keys = [("prior_preservation", ".3f"), ("close_concept_preservation", ".3f"), ("fid_detector_space", ".1f"),
-            ("colour_accuracy/safe", ".2f"), ("concept_rate/unsafe", ".2f"), ("close_rate/close", ".2f")] + \
-        [(f"dsr/{a}", ".2f") for a in attacks]
-    for name, r in results.items():  # a real model has no close concept, FID or colour accuracy: n/a
-        rows.append([name] + [format(r[k], f) if k in r else "n/a" for k, f in keys])
+    """One row per model; a column only if some model has the figure (the world and real models
+    measure different things), n/a where one model lacks it."""
+    keys = [(k, label, f) for k, label, f in FIGURES if any(k in r for r in results.values())] + \
+        [(f"dsr/{a}", f"DSR {a}", ".2f") for a in attacks]
+    rows = [["model"] + [label for _, label, _ in keys]]
+    for name, r in results.items():
+        rows.append([name] + [format(r[k], f) if k in r else "n/a" for k, _, f in keys])
     return rows
 
 

@@ -102,3 +102,18 @@ def random_pair_dataset(n: int = 4, size: int = 32, seed: int = 0):
     safe = (unsafe + 0.5 * torch.randn((n, 3, size, size), generator=g)).clamp(-1, 1)
     records = [{"index": i, "unsafe_prompt": "unsafe", "safe_prompt": "safe"} for i in range(n)]
     return PairDataset(unsafe, safe, ["unsafe"] * n, ["safe"] * n, records)
+
+
+def save_tiny_clip_model(folder) -> None:
+    """A randomly initialised CLIPModel with tokenizer and image processor, saved like a hub checkpoint."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    text = dict(vocab_size=30522, hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=MAX_TOKENS, bos_token_id=101, eos_token_id=102,
+                pad_token_id=0)
+    vision = dict(hidden_size=TEXT_DIM, intermediate_size=2 * TEXT_DIM, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
+    _tokenizer().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)

@@ -3,6 +3,7 @@ a caption file and LoRA folders in, a report out; bad input named."""
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from duo_unlearn.attacks import AttackConfig, run_attack
@@ -11,7 +12,7 @@ from duo_unlearn.config import DUOConfig
 from duo_unlearn.detectors import register_detector
 from duo_unlearn.evaluate import EvalConfig, run_eval
 from duo_unlearn.perceptual import register_perceptual_metric
-from duo_unlearn.testing import random_pair_dataset, tiny_sd_pipeline
+from duo_unlearn.testing import random_pair_dataset, save_tiny_clip_model, tiny_sd_pipeline
 from duo_unlearn.trainer import UnlearningTrainer
 
 
@@ -100,8 +101,14 @@ def test_corrupt_concept_image_names_the_file(tmp_path):
 def test_eval_of_a_real_model_writes_a_report(tmp_path, real_model):
     captions = tmp_path / "captions.txt"
     captions.write_text("a cat\na house on a hill\na bowl of fruit\n")
+    save_tiny_clip_model(tmp_path / "clip")
+    (tmp_path / "coco").mkdir()
+    g = np.random.default_rng(1)
+    for i in range(4):
+        Image.fromarray(g.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / "coco" / f"{i}.jpg")
     cfg = EvalConfig(output_dir=str(tmp_path / "eval"), pretrained_model=str(real_model / "base"),
                      models=(f"duo-test={real_model / 'duo'}",), captions_file=str(captions),
+                     clip_model=str(tmp_path / "clip"), reference_images_dir=str(tmp_path / "coco"),
                      task_file=str(_task_dir(tmp_path)), detector="red-test", metric="pixel-test",
                      attacks=("paraphrase", "sneakyprompt"), num_attack_prompts=2, images_per_prompt=1,
                      attack_budget=2, num_eval_prompts=3, num_inference_steps=2)
@@ -112,9 +119,32 @@ def test_eval_of_a_real_model_writes_a_report(tmp_path, real_model):
     assert results["duo-test"]["method"] == "duo"
     for row in results.values():
         assert 0 <= row["dsr/sneakyprompt"] <= 1 and 0 <= row["concept_rate/unsafe"] <= 1
+        assert 0 <= row["clip_score"] <= 100 and row["fid_clip"] >= 0
     report = tmp_path / "eval" / "report"
     md = (report / "index.md").read_text()
-    assert "n/a" in md and "grids/duo-test_safe.png" in md and (report / "grids" / "duo-test_safe.png").is_file()
+    assert "FID(CLIP)" in md and "CLIP score" in md and "close pres." not in md  # no world-only columns
+    assert "grids/duo-test_safe.png" in md and (report / "grids" / "duo-test_safe.png").is_file()
+
+
+def test_clip_score_is_the_scaled_clipped_cosine(tmp_path):
+    from duo_unlearn.clip_metrics import CLIPMetrics
+
+    save_tiny_clip_model(tmp_path / "clip")
+    clip = CLIPMetrics(tmp_path / "clip")
+    images = [Image.new("RGB", (40, 40), (60 * i, 30, 200 - 40 * i)) for i in range(4)]
+    prompts = ["a red box", "a dog", "a cat on a mat", "blue"]
+    assert np.allclose(np.linalg.norm(clip.image_features(images), axis=1), 1)
+    cos = (clip.image_features(images) * clip.text_features(prompts)).sum(axis=1)
+    with torch.no_grad():
+        clip.model.text_projection.weight.neg_()  # flips every cosine: both signs get checked
+    flipped = clip.clip_scores(images, prompts)
+    with torch.no_grad():
+        clip.model.text_projection.weight.neg_()
+    scores = clip.clip_scores(images, prompts)
+    assert np.allclose(scores, 100 * np.maximum(cos, 0)) and np.allclose(flipped, 100 * np.maximum(-cos, 0))
+    assert (scores > 0).any() or (flipped > 0).any()
+    with pytest.raises(ValueError, match="one prompt per image"):
+        clip.clip_scores(images, prompts[:2])
 
 
 @pytest.mark.parametrize("models, message", [
