@@ -253,6 +253,16 @@ def _named_models(specs: tuple[str, ...]) -> list[tuple[str, Path]]:
     return models
 
 
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def _method_of(name: str) -> str:
     return next((m for m in ("duo", "esd", "uce") if name.lower().startswith(m)), "other")
 
@@ -267,7 +277,9 @@ def _clip_and_reference(cfg: EvalConfig):
         if cfg.reference_images_dir:
             raise ValueError("--reference-images-dir needs --clip-model (FID is computed in CLIP feature space)")
         return None, None
-    clip = CLIPMetrics(cfg.clip_model)
+    from duo_unlearn.pipelines import default_device
+
+    clip = CLIPMetrics(cfg.clip_model, device=str(default_device()))
     if not cfg.reference_images_dir:
         return clip, None
     folder = Path(cfg.reference_images_dir)
@@ -286,8 +298,9 @@ def run_model_eval(cfg: EvalConfig) -> dict:
     from duo_unlearn.demo import preservation
     from duo_unlearn.detectors import get_detector
     from duo_unlearn.grids import save_grid
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.perceptual import frechet_distance, get_perceptual_metric
-    from duo_unlearn.pipelines import load_pipeline
+    from duo_unlearn.pipelines import default_device, load_pipeline
     from duo_unlearn.sampling import generate
 
     out, started = Path(cfg.output_dir), time.time()
@@ -306,14 +319,14 @@ def run_model_eval(cfg: EvalConfig) -> dict:
     detector, metric = get_detector(cfg.detector), get_perceptual_metric(cfg.metric)
     clip, reference = _clip_and_reference(cfg)
     results: dict[str, dict] = {}
-    base_images = None
+    base_images, task = None, None
     for name, folder in [("base", None), *models]:
         print(f"evaluate {name} ...", flush=True)
-        pipe = load_pipeline(cfg.pretrained_model)
+        pipe = load_pipeline(cfg.pretrained_model).to(default_device())
         pipe.set_progress_bar_config(disable=True)
         if folder is not None:
             pipe.load_lora_weights(str(folder))
-        task = load_task_for(pipe, cfg.task_file, cfg.num_attack_prompts, cfg.seed)
+        task = task or load_task_for(pipe, cfg.task_file, cfg.num_attack_prompts, cfg.seed)
         unsafe = task.unsafe_prompts[: cfg.num_eval_prompts]
         images = {group: generate(pipe, prompts, [cfg.seed * 100_000 + i for i in range(len(prompts))],
                                   cfg.num_inference_steps, cfg.guidance_scale, progress=True)
@@ -326,7 +339,9 @@ def run_model_eval(cfg: EvalConfig) -> dict:
             row["clip_score"] = float(np.mean(clip.clip_scores(images["safe"], captions)))
             if reference is not None:
                 row["fid_clip"] = frechet_distance(clip.image_features(images["safe"]), reference)
-        row.update(_attack_rows(pipe, detector, task, cfg, name, out, {"task": task_fingerprint(task)}))
+        # cached attack results are reused only for the same task and the same LoRA weights
+        digest = {"task": task_fingerprint(task), "lora": _file_digest(folder / LORA_WEIGHTS_NAME) if folder else ""}
+        row.update(_attack_rows(pipe, detector, task, cfg, name, out, digest))
         results[name] = row
         if folder is not None:
             for group in ("safe", "unsafe"):

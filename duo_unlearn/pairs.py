@@ -109,12 +109,12 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     from diffusers import AutoPipelineForImage2Image
 
     from duo_unlearn.detectors import get_detector
-    from duo_unlearn.pipelines import load_pipeline, native_resolution
+    from duo_unlearn.pipelines import default_device, load_pipeline, native_resolution
     from duo_unlearn.sampling import generate
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe = pipe if pipe is not None else load_pipeline(cfg.pretrained_model)
+    pipe = pipe if pipe is not None else load_pipeline(cfg.pretrained_model).to(default_device())
     pipe.set_progress_bar_config(disable=True)
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)

@@ -81,3 +81,10 @@ def native_resolution(pipe) -> int:
     if denoiser is None:
         raise ValueError(f"{type(pipe).__name__} has neither a unet nor a transformer")
     return int(denoiser.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+def default_device() -> torch.device:
+    """The device accelerate picks for this process: its GPU when there is one, else the CPU."""
+    from accelerate import PartialState
+
+    return PartialState().device

@@ -98,7 +98,7 @@ def concept_token_pool(pipe, task: ConceptTask, vocab: torch.Tensor, size: int =
     table = pipe.text_encoder.get_input_embeddings().weight.float()
     anchor_ids = pipe.tokenizer(" ".join(sorted(concept_words(task))), add_special_tokens=False).input_ids
     centre = F.normalize(table[anchor_ids].mean(0, keepdim=True), dim=-1)
-    sims = (F.normalize(table[vocab], dim=-1) @ centre.T).squeeze(1)
+    sims = (F.normalize(table[vocab], dim=-1) @ centre.T).squeeze(1).cpu()
     return vocab[sims.argsort(descending=True)[:size]]
 
 
@@ -157,7 +157,7 @@ def _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation, cros
         def fitness(p):
             # score the text the tokens decode to: that is the prompt the attack will use
             emb = encode_ids(pipe, tokenize(pipe, pipe.tokenizer.batch_decode(p.tolist()))).float()
-            return -(emb - target).pow(2).mean(dim=(1, 2))
+            return -(emb - target).pow(2).mean(dim=(1, 2)).cpu()
 
         for _ in range(generations):
             score = fitness(pop)
@@ -226,7 +226,8 @@ def _denoising_loss(pipe, family, latents: torch.Tensor, embeds: torch.Tensor, g
 
 def _image_latents(pipe, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.stack([torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1) for im in images])
-    return encode_latents(pipe.vae, x.float().div(127.5).sub(1))
+    mean, std = encode_latents(pipe.vae, x.float().div(127.5).sub(1))
+    return mean.cpu(), std.cpu()  # mixed with CPU-seeded noise, moved to the denoiser after
 
 
 @register_attack("concept-inversion")

@@ -75,7 +75,7 @@ class Placeholders:
     def _nearest_rows(self, table: torch.Tensor) -> torch.Tensor:
         sims = torch.nn.functional.normalize(self.vectors.detach(), dim=-1) @ \
             torch.nn.functional.normalize(table, dim=-1).T
-        return sims.argmax(dim=-1)
+        return sims.argmax(dim=-1).cpu()  # index CPU id tables whatever device the encoder is on
 
     @property
     def text(self) -> str:
