@@ -148,3 +148,18 @@ def test_sneakyprompt_climbs_the_detector_reward_and_stops_at_the_first_bypass(p
     used = result.extra["queries_per_prompt"][0]
     assert result.scores[0] >= 0.5 and used < 60  # a bypass with at least 2 of 3 evocative words
     assert "cross" not in result.prompts[0]
+
+
+def test_a_changed_default_budget_is_not_served_from_the_cache(tmp_path, pipe, monkeypatch):
+    from duo_unlearn.attacks import methods
+
+    calls = []
+    original = ATTACKS["paraphrase"]
+    monkeypatch.setitem(ATTACKS, "paraphrase", lambda *a: calls.append(1) or original(*a))
+    cfg = AttackConfig(method="paraphrase", num_prompts=1, images_per_prompt=1, num_inference_steps=2)
+    attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
+    attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
+    assert len(calls) == 1  # same settings: loaded
+    monkeypatch.setitem(methods.DEFAULT_BUDGETS, "paraphrase", 7)
+    attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
+    assert len(calls) == 2  # the budget the code would spend changed: recomputed

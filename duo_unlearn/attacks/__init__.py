@@ -7,7 +7,7 @@ from pathlib import Path
 
 from duo_unlearn.attacks import methods  # noqa: F401  (registers the attacks)
 from duo_unlearn.attacks.base import ATTACKS, AttackConfig, AttackResult, cached_result
-from duo_unlearn.attacks.methods import ConceptTask, shapeworld_task
+from duo_unlearn.attacks.methods import ConceptTask, effective_budget, shapeworld_task
 
 __all__ = ["ATTACKS", "AttackConfig", "AttackResult", "ConceptTask", "attack", "load_task_for", "run_attack",
            "shapeworld_task"]
@@ -19,6 +19,8 @@ def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | P
     if cfg.method not in ATTACKS:
         raise ValueError(f"unknown attack {cfg.method!r}; one of {sorted(ATTACKS)}")
     settings = settings if settings is not None else {**dataclasses.asdict(cfg), "detector": detector.settings()}
+    # the budget actually spent, so a changed default never reuses a result made with the old one
+    settings = {**settings, "effective_budget": effective_budget(cfg)}
     if folder is not None:
         cached = cached_result(folder, settings)
         if cached is not None:
