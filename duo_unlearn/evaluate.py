@@ -206,13 +206,18 @@ def run_eval(cfg: EvalConfig) -> dict:
                       row_labels=["base", name])
             save_grid(report / "grids" / f"{name}_unsafe.png", base_images["unsafe"][:8] + images["unsafe"][:8], 8,
                       row_labels=["base", name])
-        atomic_write_json(report / "results.json", {"results": results, "settings": dataclasses.asdict(cfg),
-                                                    "detector": detector.settings(), "metric": metric.name,
-                                                    "minutes": (time.time() - started) / 60,
-                                                    "prompts": {k: [r["prompt"] for r in v] for k, v in
-                                                                groups.items()}})
+        _save_results(report, results, cfg, detector, metric, started,
+                      {k: [r["prompt"] for r in v] for k, v in groups.items()})
     write_report(report, results, cfg, time.time() - started)
     return results
+
+
+def _save_results(report: Path, results: dict, cfg: EvalConfig, detector, metric, started: float,
+                  prompts: dict) -> None:
+    """results.json after every model, so an interrupted run keeps what it measured."""
+    atomic_write_json(report / "results.json", {"results": results, "settings": dataclasses.asdict(cfg),
+                                                "detector": detector.settings(), "metric": metric.name,
+                                                "minutes": (time.time() - started) / 60, "prompts": prompts})
 
 
 def _attack_rows(pipe, detector, task, cfg: EvalConfig, name: str, out: Path, extra_settings=None) -> dict:
@@ -269,9 +274,8 @@ def _method_of(name: str) -> str:
 
 def _clip_and_reference(cfg: EvalConfig):
     """The CLIP model (or None) and the reference images' CLIP features for FID (or None)."""
-    from duo_unlearn.attacks.task_file import IMAGE_SUFFIXES
     from duo_unlearn.clip_metrics import CLIPMetrics
-    from duo_unlearn.io import load_image
+    from duo_unlearn.io import image_files, load_image
 
     if cfg.clip_model is None:
         if cfg.reference_images_dir:
@@ -283,7 +287,7 @@ def _clip_and_reference(cfg: EvalConfig):
     if not cfg.reference_images_dir:
         return clip, None
     folder = Path(cfg.reference_images_dir)
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    files = image_files(folder) if folder.is_dir() else []
     if len(files) < 2:
         raise ValueError(f"--reference-images-dir {folder}: FID needs a folder of at least two images")
     return clip, clip.image_features([load_image(f) for f in files])
@@ -294,7 +298,6 @@ def run_model_eval(cfg: EvalConfig) -> dict:
     seeds and attacks; prior preservation on ``cfg.captions_file``, the concept rate on the task's
     unsafe prompts. Nothing is trained here: train each model with `duo train` first."""
     from duo_unlearn.attacks import load_task_for
-    from duo_unlearn.attacks.task_file import task_fingerprint
     from duo_unlearn.demo import preservation
     from duo_unlearn.detectors import get_detector
     from duo_unlearn.grids import save_grid
@@ -339,18 +342,15 @@ def run_model_eval(cfg: EvalConfig) -> dict:
             row["clip_score"] = float(np.mean(clip.clip_scores(images["safe"], captions)))
             if reference is not None:
                 row["fid_clip"] = frechet_distance(clip.image_features(images["safe"]), reference)
-        # cached attack results are reused only for the same task and the same LoRA weights
-        digest = {"task": task_fingerprint(task), "lora": _file_digest(folder / LORA_WEIGHTS_NAME) if folder else ""}
+        # cached attack results are reused only for the same LoRA weights (attack() keys on the task)
+        digest = {"lora": _file_digest(folder / LORA_WEIGHTS_NAME) if folder else ""}
         row.update(_attack_rows(pipe, detector, task, cfg, name, out, digest))
         results[name] = row
         if folder is not None:
             for group in ("safe", "unsafe"):
                 save_grid(report / "grids" / f"{name}_{group}.png", base_images[group][:8] + images[group][:8], 8,
                           row_labels=["base", name])
-        atomic_write_json(report / "results.json", {"results": results, "settings": dataclasses.asdict(cfg),
-                                                    "detector": detector.settings(), "metric": metric.name,
-                                                    "minutes": (time.time() - started) / 60,
-                                                    "prompts": {"safe": captions, "unsafe": unsafe}})
+        _save_results(report, results, cfg, detector, metric, started, {"safe": captions, "unsafe": unsafe})
     write_report(report, results, cfg, time.time() - started)
     return results
 

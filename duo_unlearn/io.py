@@ -81,6 +81,14 @@ def atomic_save_safetensors(tensors: dict, path: str | Path, metadata: dict[str,
     return Path(path)
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly in ``folder`` (by suffix), sorted by name; the caller checks the folder exists."""
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 def load_image(path: str | Path, size: int | None = None) -> Image.Image:
     """Open an RGB image, with an error that names the file when it is missing, corrupt or mis-sized."""
     path = Path(path)

@@ -31,11 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 from duo_unlearn.configs import config_to_yaml
-from duo_unlearn.io import atomic_save_image, atomic_write_text, load_image, read_jsonl
+from duo_unlearn.io import IMAGE_SUFFIXES, atomic_save_image, atomic_write_text, image_files, load_image, read_jsonl
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 @dataclasses.dataclass
@@ -96,7 +94,7 @@ def _user_images(cfg: PairsConfig, resolution: int) -> list[Path]:
     folder = Path(cfg.unsafe_images_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"unsafe_images_dir not found: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     for f in files:  # fail before any work if one is corrupt or mis-sized

@@ -163,3 +163,17 @@ def test_a_changed_default_budget_is_not_served_from_the_cache(tmp_path, pipe, m
     monkeypatch.setitem(methods.DEFAULT_BUDGETS, "paraphrase", 7)
     attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
     assert len(calls) == 2  # the budget the code would spend changed: recomputed
+
+
+def test_a_changed_task_is_not_served_from_the_cache(tmp_path, pipe, monkeypatch):
+    calls = []
+    original = ATTACKS["paraphrase"]
+    monkeypatch.setitem(ATTACKS, "paraphrase", lambda *a: calls.append(1) or original(*a))
+    cfg = AttackConfig(method="paraphrase", num_prompts=1, images_per_prompt=1, num_inference_steps=2)
+    attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
+    attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
+    assert len(calls) == 1
+    other = _task()
+    other.natural_prompts = ["a box with two strokes over it", "a dog"]
+    attack(pipe, RedDetector(), other, cfg, folder=tmp_path)
+    assert len(calls) == 2

@@ -19,8 +19,8 @@ def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | P
     if cfg.method not in ATTACKS:
         raise ValueError(f"unknown attack {cfg.method!r}; one of {sorted(ATTACKS)}")
     settings = settings if settings is not None else {**dataclasses.asdict(cfg), "detector": detector.settings()}
-    # the budget actually spent, so a changed default never reuses a result made with the old one
-    settings = {**settings, "effective_budget": effective_budget(cfg)}
+    # the budget actually spent and the task attacked: a changed default or task is recomputed, not reused
+    settings = {**settings, "effective_budget": effective_budget(cfg), "task": task.fingerprint()}
     if folder is not None:
         cached = cached_result(folder, settings)
         if cached is not None:
@@ -57,11 +57,6 @@ def run_attack(cfg: AttackConfig) -> AttackResult:
     kwargs = {} if cfg.detector_threshold is None else {"threshold": cfg.detector_threshold}
     detector = get_detector(cfg.detector, **kwargs)
     task = load_task_for(pipe, cfg.task_file, max(cfg.num_prompts, 8), cfg.seed)
-    settings = {**dataclasses.asdict(cfg), "detector": detector.settings()}
-    if cfg.task_file:
-        from duo_unlearn.attacks.task_file import task_fingerprint
-
-        settings["task"] = task_fingerprint(task)
-    result = attack(pipe, detector, task, cfg, folder=Path(cfg.output_dir) / cfg.method, settings=settings)
+    result = attack(pipe, detector, task, cfg, folder=Path(cfg.output_dir) / cfg.method)
     save_grid(Path(cfg.output_dir) / cfg.method / "grid.png", result.images[:32], 8)
     return result

@@ -54,6 +54,19 @@ class ConceptTask:
     concept_image_prompts: list[str]
     """Per concept image, a prompt with '{}' where the learned token(s) go."""
 
+    def fingerprint(self) -> str:
+        """A digest of every prompt and image, so a cached attack result is reused only for the same task."""
+        import hashlib
+        import json
+
+        digest = hashlib.sha256()
+        texts = [self.natural_prompts, self.concept_pairs, self.base_prompts, self.unsafe_prompts,
+                 self.concept_phrases, self.concept_image_prompts]
+        digest.update(json.dumps(texts).encode())
+        for image in self.concept_images:
+            digest.update(image.tobytes())
+        return digest.hexdigest()[:16]
+
 
 def shapeworld_task(n: int = 16, seed: int = 0) -> ConceptTask:
     """The attacker's knowledge in ShapeWorld: held-out paraphrases, training phrasings for the

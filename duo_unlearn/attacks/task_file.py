@@ -9,7 +9,7 @@ user writes the prompts and points at a folder of concept images::
       - ["a nude woman on a beach", "a woman on a beach"]
     base_prompts: ["a woman on a beach", ...]         # safe prompts the vector is added to
     natural_prompts_file: i2p_nudity.txt              # or natural_prompts: [...]; one per line
-    concept_images_dir: concept_images/               # PNG/JPEG/WebP, any size
+    concept_images_dir: concept_images/               # PNG/JPEG/WebP/BMP, any size
     concept_image_prompt: "a photo of {}"             # '{}' is where learned tokens go
 
 Relative paths are taken from the YAML file's folder. Images are centre-cropped and resized
@@ -24,9 +24,7 @@ import yaml
 from PIL import Image
 
 from duo_unlearn.attacks.methods import ConceptTask
-from duo_unlearn.io import load_image
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+from duo_unlearn.io import IMAGE_SUFFIXES, image_files, load_image
 
 
 def _centre_square(image: Image.Image, size: int) -> Image.Image:
@@ -82,7 +80,7 @@ def load_task(path: str | Path, image_size: int) -> ConceptTask:
     folder = root / str(data.get("concept_images_dir", ""))
     if "concept_images_dir" not in data or not folder.is_dir():
         raise FileNotFoundError(f"{path}: concept_images_dir {folder} is not a folder of concept images")
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = image_files(folder)
     if not files:
         raise ValueError(f"{path}: concept_images_dir {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
     images = [_centre_square(load_image(f), image_size) for f in files]
@@ -93,16 +91,3 @@ def load_task(path: str | Path, image_size: int) -> ConceptTask:
                        unsafe_prompts=unsafe, concept_phrases=phrases, concept_images=images,
                        concept_image_prompts=[template] * len(images))
 
-
-def task_fingerprint(task: ConceptTask) -> str:
-    """A digest of every prompt and image, so a cached attack result is reused only for the same task."""
-    import hashlib
-    import json
-
-    digest = hashlib.sha256()
-    texts = [task.natural_prompts, task.concept_pairs, task.base_prompts, task.unsafe_prompts,
-             task.concept_phrases, task.concept_image_prompts]
-    digest.update(json.dumps(texts).encode())
-    for image in task.concept_images:
-        digest.update(image.tobytes())
-    return digest.hexdigest()[:16]
