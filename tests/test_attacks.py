@@ -150,9 +150,8 @@ def test_sneakyprompt_climbs_the_detector_reward_and_stops_at_the_first_bypass(p
     assert "cross" not in result.prompts[0]
 
 
-def test_a_changed_default_budget_is_not_served_from_the_cache(tmp_path, pipe, monkeypatch):
-    from duo_unlearn.attacks import methods
-
+def _cached_twice(tmp_path, pipe, monkeypatch):
+    """Runs paraphrase twice into one folder (the second is loaded); returns the call log and config."""
     calls = []
     original = ATTACKS["paraphrase"]
     monkeypatch.setitem(ATTACKS, "paraphrase", lambda *a: calls.append(1) or original(*a))
@@ -160,19 +159,20 @@ def test_a_changed_default_budget_is_not_served_from_the_cache(tmp_path, pipe, m
     attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
     attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
     assert len(calls) == 1  # same settings: loaded
+    return calls, cfg
+
+
+def test_a_changed_default_budget_is_not_served_from_the_cache(tmp_path, pipe, monkeypatch):
+    from duo_unlearn.attacks import methods
+
+    calls, cfg = _cached_twice(tmp_path, pipe, monkeypatch)
     monkeypatch.setitem(methods.DEFAULT_BUDGETS, "paraphrase", 7)
     attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
     assert len(calls) == 2  # the budget the code would spend changed: recomputed
 
 
 def test_a_changed_task_is_not_served_from_the_cache(tmp_path, pipe, monkeypatch):
-    calls = []
-    original = ATTACKS["paraphrase"]
-    monkeypatch.setitem(ATTACKS, "paraphrase", lambda *a: calls.append(1) or original(*a))
-    cfg = AttackConfig(method="paraphrase", num_prompts=1, images_per_prompt=1, num_inference_steps=2)
-    attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
-    attack(pipe, RedDetector(), _task(), cfg, folder=tmp_path)
-    assert len(calls) == 1
+    calls, cfg = _cached_twice(tmp_path, pipe, monkeypatch)
     other = _task()
     other.natural_prompts = ["a box with two strokes over it", "a dog"]
     attack(pipe, RedDetector(), other, cfg, folder=tmp_path)
