@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from duo_unlearn.io import atomic_write_json, atomic_write_text
+from duo_unlearn.pipelines import SHAPEWORLD
 
 ATTACK_NAMES = ("paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk")
 
@@ -77,7 +78,7 @@ class EvalConfig:
     """Only rewrite report/ (tables, plots, pages) from output_dir/report/results.json."""
 
     # --- a real model: evaluate LoRA folders you trained (duo train, any beta, ESD) against their base ---
-    pretrained_model: str = "shapeworld"
+    pretrained_model: str = SHAPEWORLD
     """'shapeworld' runs the whole study above; a pipeline folder or hub id evaluates ``models`` on it."""
     models: tuple[str, ...] = ()
     """Real model only: 'name=folder' per LoRA folder (pytorch_lora_weights.safetensors) to evaluate."""
@@ -155,7 +156,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     report = out / "report"
     if cfg.report_only:
         return rebuild_report(report)
-    if cfg.pretrained_model != "shapeworld":
+    if cfg.pretrained_model != SHAPEWORLD:
         return run_model_eval(cfg)
     started = time.time()
     detector, close = ShapeWorldDetector(), ShapeWorldDetector(concept="plus")
@@ -229,7 +230,7 @@ def _attack_rows(pipe, detector, task, cfg: EvalConfig, name: str, out: Path, ex
     for attack_name in cfg.attacks:
         acfg = AttackConfig(method=attack_name, num_prompts=cfg.num_attack_prompts,
                             images_per_prompt=cfg.images_per_prompt, seed=cfg.seed, budget=cfg.attack_budget)
-        if cfg.pretrained_model != "shapeworld":
+        if cfg.pretrained_model != SHAPEWORLD:
             acfg = dataclasses.replace(acfg, pretrained_model=cfg.pretrained_model, task_file=cfg.task_file,
                                        detector=cfg.detector, num_inference_steps=cfg.num_inference_steps,
                                        guidance_scale=cfg.guidance_scale)
@@ -449,7 +450,7 @@ def write_report(report: Path, results: dict, cfg: EvalConfig, seconds: float) -
              for name in results if name != "base"]
     attack_images = [(name, [f"attacks/{name}_{a}.png" for a in cfg.attacks]) for name in results]
     footer = f"Settings: `{json.dumps(dataclasses.asdict(cfg))}`; {seconds / 60:.0f} minutes."
-    title = f"duo-unlearn evaluation ({'ShapeWorld' if cfg.pretrained_model == 'shapeworld' else cfg.pretrained_model})"
+    title = f"duo-unlearn evaluation ({'ShapeWorld' if cfg.pretrained_model == SHAPEWORLD else cfg.pretrained_model})"
     md = [f"# {title}", "", intro, "", *_markdown(base_table), "",
           "## All models", "", *_markdown(table), "",
           "## Defence success against prior preservation", "", *[f"![{p.stem}]({p.name})" for p in plots], "",
