@@ -78,7 +78,40 @@ def atomic_save_safetensors(tensors: dict, path: str | Path, metadata: dict[str,
 
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        canonicalize_safetensors_header(tmp)
     return Path(path)
+
+
+def canonicalize_safetensors_header(path: str | Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, in place.
+
+    safetensors writes ``__metadata__`` from a hash map, so a file with two or more metadata
+    entries (diffusers' LoRA files have ``format`` and ``lora_adapter_metadata``) comes out
+    with its keys in a different order in each process: same tensors, different bytes. Sorted,
+    the same weights give the same file, which is what a reproducibility check compares.
+    The tensor data and its offsets are untouched; the header is re-padded to 8 bytes."""
+    import struct
+
+    path = Path(path)
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    for value in header.values():
+        if isinstance(value, dict) and "data_offsets" not in value:  # __metadata__
+            for key in value:
+                value[key] = _canonical_json_string(value[key])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    if text != raw[8 : 8 + length]:
+        path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + length :])
+
+
+def _canonical_json_string(value: str) -> str:
+    """A metadata value that is itself JSON (diffusers' adapter metadata) gets sorted keys too."""
+    try:
+        return json.dumps(json.loads(value), sort_keys=True, indent=2)
+    except (json.JSONDecodeError, TypeError):
+        return value
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")

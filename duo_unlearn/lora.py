@@ -11,19 +11,27 @@ from typing import Iterator, Sequence
 
 import torch
 
-from duo_unlearn.io import atomic_dir, atomic_save_safetensors
+from duo_unlearn.io import atomic_dir, atomic_save_safetensors, canonicalize_safetensors_header
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 ADAPTER_STATE_NAME = "adapter_model.safetensors"  # PEFT-keyed, for exact resume
 
 
-def add_lora(denoiser, rank: int, alpha: float, target_modules: Sequence[str], init: str = "gaussian") -> list:
+def add_lora(denoiser, rank: int, alpha: float, target_modules: Sequence[str], init: str = "gaussian",
+             seed: int = 0) -> list:
     """Attach a LoRA adapter (B = 0, so the model starts equal to the reference) and return
-    its parameters, cast to float32 so they train well under mixed precision."""
+    its parameters, cast to float32 so they train well under mixed precision.
+
+    PEFT draws A's Gaussian init from torch's global RNG, which nothing else here seeds; the
+    draw happens under ``seed`` in a forked RNG, so the same seed gives the same adapter
+    whatever ran before, and the caller's global RNG is left as it was."""
     from peft import LoraConfig
 
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=list(target_modules))
-    denoiser.add_adapter(config)
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        denoiser.add_adapter(config)
     params = [p for n, p in denoiser.named_parameters() if "lora_" in n]
     if not params:
         raise ValueError(f"no module of {type(denoiser).__name__} matches lora_target_modules={list(target_modules)}")
@@ -75,6 +83,7 @@ def save_lora(pipe, denoiser, component: str, folder: str | Path) -> Path:
         type(pipe).save_lora_weights(tmp, **{f"{component}_lora_layers": convert_state_dict_to_diffusers(state),
                                              f"{component}_lora_adapter_metadata": metadata},
                                      safe_serialization=True)
+        canonicalize_safetensors_header(Path(tmp) / LORA_WEIGHTS_NAME)  # same weights, same bytes
         shutil.move(str(Path(tmp) / LORA_WEIGHTS_NAME), str(folder / LORA_WEIGHTS_NAME))
     atomic_save_safetensors(state, folder / ADAPTER_STATE_NAME)
     return folder / LORA_WEIGHTS_NAME

@@ -81,7 +81,7 @@ class UnlearningTrainer:
             targets = self._esd_target_modules()
         else:
             targets = cfg.lora_target_modules
-        self.lora_params = add_lora(self.denoiser, cfg.lora_rank, cfg.lora_alpha, targets)
+        self.lora_params = add_lora(self.denoiser, cfg.lora_rank, cfg.lora_alpha, targets, seed=cfg.seed)
         self.null_cond = self.family.encode_prompts([""]).to(acc.device)
         if cfg.method == "duo":
             self._cache_pairs()
@@ -94,7 +94,12 @@ class UnlearningTrainer:
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
         self.model, self.optimizer, self.lr_scheduler = acc.prepare(self.denoiser, self.optimizer, self.lr_scheduler)
+        # data order, noise and timesteps come from this generator; anything that still reads
+        # torch's global RNG (dropout in a real denoiser) is seeded per process, as diffusers' scripts do
         self.generator = torch.Generator().manual_seed(cfg.seed + acc.process_index)
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed, device_specific=True)
 
     def _esd_target_modules(self) -> list[str]:
         """ESD-x: cross-attention projections; ESD-u: every attention projection but those."""

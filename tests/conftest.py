@@ -1,7 +1,6 @@
 import os
 
 import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,7 +19,3 @@ def world_detector():
 
     return ShapeWorldDetector()
 
-
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)

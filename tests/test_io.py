@@ -42,3 +42,19 @@ def test_read_jsonl_names_the_line(tmp_path):
     path.write_text('{"a": 1}\n\n{oops\n')
     with pytest.raises(ValueError, match="m.jsonl:3"):
         read_jsonl(path)
+
+
+def test_safetensors_bytes_do_not_depend_on_metadata_order(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from duo_unlearn.io import canonicalize_safetensors_header
+
+    tensors = {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(5)}
+    save_file(tensors, str(tmp_path / "x.safetensors"), metadata={"format": "pt", "z": '{"k": 1, "a": [2]}'})
+    save_file(tensors, str(tmp_path / "y.safetensors"), metadata={"z": '{"a": [2], "k": 1}', "format": "pt"})
+    for name in ("x", "y"):
+        canonicalize_safetensors_header(tmp_path / f"{name}.safetensors")
+    assert (tmp_path / "x.safetensors").read_bytes() == (tmp_path / "y.safetensors").read_bytes()
+    loaded = load_file(tmp_path / "x.safetensors")
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)

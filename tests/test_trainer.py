@@ -83,11 +83,21 @@ def test_one_step_lowers_relative_likelihood_of_the_unsafe_image(tmp_path):
     assert logs_after["duo_loss"] < logs_before["duo_loss"]
 
 
+def _pipe_then_scramble_global_rng(scramble: int):
+    """The tiny pipeline seeds torch to build its weights; scrambling the global RNG afterwards
+    makes a run's result depend on the trainer's own seeding alone (LoRA init included)."""
+    pipe = tiny_sd_pipeline()
+    torch.manual_seed(scramble)
+    torch.rand(scramble % 7 + 1)
+    return pipe
+
+
 def test_resumed_run_matches_uninterrupted_run(tmp_path):
     kw = dict(max_train_steps=4, train_batch_size=2, seed=3, checkpointing_steps=2, checkpoints_total_limit=None)
-    UnlearningTrainer(_config(tmp_path / "full", **kw), pipe=tiny_sd_pipeline(), dataset=random_pair_dataset()).train()
+    UnlearningTrainer(_config(tmp_path / "full", **kw), pipe=_pipe_then_scramble_global_rng(11),
+                      dataset=random_pair_dataset()).train()
 
-    killed = UnlearningTrainer(_config(tmp_path / "resumed", **kw), pipe=tiny_sd_pipeline(),
+    killed = UnlearningTrainer(_config(tmp_path / "resumed", **kw), pipe=_pipe_then_scramble_global_rng(22),
                                dataset=random_pair_dataset())
     real_step = killed.step
 
@@ -103,7 +113,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     assert not (out / LORA_WEIGHTS_NAME).exists() and (out / "checkpoint-2").is_dir()
 
     resumed = UnlearningTrainer(_config(tmp_path / "resumed", resume_from_checkpoint="latest", **kw),
-                                pipe=tiny_sd_pipeline(), dataset=random_pair_dataset())
+                                pipe=_pipe_then_scramble_global_rng(33), dataset=random_pair_dataset())
     resumed.train()
     assert resumed.global_step == 4
     a = load_file(tmp_path / "full" / "out" / LORA_WEIGHTS_NAME)

@@ -1,0 +1,74 @@
+"""Same config and seed => the same bits, in fresh processes that load the model from disk.
+
+Nothing here seeds torch: each run is a new Python process started by `duo`, so a result
+can only repeat if the library derives everything random from the config's seed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from duo_unlearn.testing import tiny_sd_pipeline
+
+
+def _duo(*args: str, cwd) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "random"}
+    done = subprocess.run([sys.executable, "-m", "duo_unlearn.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def saved_model_and_pairs(tmp_path_factory):
+    """A tiny SD pipeline saved like a hub checkpoint, and a pair folder of random images."""
+    root = tmp_path_factory.mktemp("repro")
+    tiny_sd_pipeline().save_pretrained(root / "model")
+    pairs = root / "pairs"
+    (pairs / "unsafe").mkdir(parents=True)
+    (pairs / "safe").mkdir()
+    g = np.random.default_rng(0)
+    records = []
+    for i in range(4):
+        for side in ("unsafe", "safe"):
+            Image.fromarray(g.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(pairs / side / f"{i:05d}.png")
+        records.append({"index": i, "kept": True, "unsafe_prompt": "a box with a cross", "safe_prompt": "a box",
+                        "unsafe_image": f"unsafe/{i:05d}.png", "safe_image": f"safe/{i:05d}.png"})
+    (pairs / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return root
+
+
+def _train(root, name: str, seed: int) -> bytes:
+    out = root / name
+    _duo("train", "--pretrained-model", str(root / "model"), "--pairs-dir", str(root / "pairs"),
+         "--output-dir", str(out), "--seed", str(seed), "--max-train-steps", "3", "--train-batch-size", "2",
+         "--lora-rank", "4", "--lora-alpha", "4", "--learning-rate", "1e-2", "--checkpointing-steps", "0",
+         "--use-prompts", "--prompt-dropout", "0.5", cwd=root)
+    return (out / "pytorch_lora_weights.safetensors").read_bytes()
+
+
+def test_same_seed_gives_the_same_lora_bits_in_fresh_processes(saved_model_and_pairs):
+    root = saved_model_and_pairs
+    first, again = _train(root, "a", seed=3), _train(root, "b", seed=3)
+    assert first == again
+    assert _train(root, "c", seed=4) != first  # the seed matters, so equality above is not vacuous
+
+
+def _demo(root, name: str, seed: int) -> dict:
+    out = root / name
+    _duo("demo", "--output-dir", str(out), "--seed", str(seed), "--num-pairs", "4", "--num-eval-prompts", "2",
+         "--max-train-steps", "2", "--train-batch-size", "2", "--no-ablation", cwd=root)
+    figures = json.loads((out / "figures.json").read_text())
+    return {"figures": figures, "lora": (out / "duo" / "pytorch_lora_weights.safetensors").read_bytes()}
+
+
+@pytest.mark.slow
+def test_demo_twice_gives_identical_figures_and_weights(tmp_path):
+    """Pairs, training and every evaluation image: the whole demo repeats bit for bit."""
+    a, b = _demo(tmp_path, "a", 0), _demo(tmp_path, "b", 0)
+    assert a["lora"] == b["lora"]
+    assert a["figures"] == b["figures"]
+    assert _demo(tmp_path, "c", 1)["lora"] != a["lora"]
