@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench eval study lint clean
+.PHONY: demo test bench eval eval-quick study lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,5 +28,8 @@ bench: $(STAMP)
 eval study: $(STAMP)
 	$(BIN)/duo eval --config configs/eval_shapeworld.yaml
 
+eval-quick: $(STAMP)
+	$(BIN)/duo eval --config configs/eval_shapeworld_quick.yaml
+
 clean:
-	rm -rf $(VENV) demo-output bench-output eval-output
+	rm -rf $(VENV) demo-output bench-output eval-output eval-quick-output
