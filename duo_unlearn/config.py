@@ -58,6 +58,8 @@ class DUOConfig:
     """Negative guidance strength η."""
     esd_variant: str = "x"
     """'x': train cross-attention only (ESD-x); 'u': everything but cross-attention (ESD-u)."""
+    esd_sampling_steps: int = 50
+    """DDIM steps of the frozen model's partial sampling that makes ESD's x_t (the authors': 50)."""
 
     # --- UCE baseline (method = 'uce'; closed form, no training loop) ---
     uce_erase_prompts: tuple[str, ...] = ("a shape with a black x over it",)
@@ -136,7 +138,8 @@ class DUOConfig:
             raise ValueError(f"DUOConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         if self.esd_variant not in ("x", "u"):
             raise ValueError(f"DUOConfig.esd_variant must be 'x' or 'u', got {self.esd_variant!r}")
-        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "lora_rank"):
+        for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
+                     "esd_sampling_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.prompt_dropout < 1:

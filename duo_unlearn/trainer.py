@@ -216,7 +216,7 @@ class UnlearningTrainer:
         if not hasattr(fam, "noise_scheduler"):
             raise NotImplementedError("ESD is implemented for UNet pipelines (SD 1.x/2.x/XL)")
         sched = DDIMScheduler.from_config(fam.noise_scheduler.config)
-        sched.set_timesteps(50)
+        sched.set_timesteps(self.config.esd_sampling_steps)
         x = self._randn((n, *self.latent_shape()))
         concept, null = self.concept_cond.select([0] * n), self.null_cond.select([0] * n)
         model = self.accelerator.unwrap_model(self.model)

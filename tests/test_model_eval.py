@@ -112,7 +112,7 @@ def test_eval_of_a_real_model_writes_a_report(tmp_path, real_model):
                      clip_model=str(tmp_path / "clip"), reference_images_dir=str(tmp_path / "coco"),
                      task_file=str(_task_dir(tmp_path)), detector="red-test", metric="pixel-test",
                      attacks=("paraphrase", "sneakyprompt"), num_attack_prompts=2, images_per_prompt=1,
-                     attack_budget=2, num_eval_prompts=3, num_inference_steps=2)
+                     attack_budget=2, num_eval_prompts=3, num_inference_steps=2, seeds=(0,))
     pooled = run_eval(cfg)
     results = {name: {k: Estimate.from_dict(v) for k, v in m["figures"].items()}
                for name, m in pooled["models"].items()}

@@ -49,7 +49,8 @@ def load_seed_results(out: Path, seeds=None) -> dict[str, dict]:
 
 def pool(seed_results: list[dict]) -> dict[str, dict]:
     """Per model and figure: rates pooled by summing counts (Wilson), preservation by the
-    bootstrap over every prompt of every seed, other means by a t interval over seed means."""
+    bootstrap over every prompt of every seed, other figures (FID, CLIP score) by a t interval
+    over seed means; a figure measured on one seed keeps that seed's interval."""
     models: dict[str, dict] = {}
     names = [n for r in seed_results for n in r["models"]]
     for name in dict.fromkeys(names):
@@ -59,7 +60,9 @@ def pool(seed_results: list[dict]) -> dict[str, dict]:
         for key in keys:
             ests = [Estimate.from_dict(row["figures"][key]) for row in rows if key in row["figures"]]
             samples = [row.get("samples", {}).get(key) for row in rows]
-            if all(e.k is not None for e in ests):
+            if len(ests) == 1:  # one seed: its own interval (bootstrap over its prompts or images)
+                figures[key] = ests[0]
+            elif all(e.k is not None for e in ests):
                 figures[key] = pooled_rate(ests)
             elif all(s is not None for s in samples):
                 figures[key] = bootstrap_mean([v for s in samples for v in s])
@@ -248,7 +251,8 @@ def write_report(report: Path, pooled: dict) -> Path:
     seeds = pooled["seeds"]
     intro = (f"Seeds {', '.join(map(str, seeds))}, each with its own pairs, training seed, prompts and attack seeds; "
              "figures pooled over seeds with 95 % intervals (rates: Wilson on summed counts; preservation: bootstrap "
-             "over prompts; FID and CLIP figures: t interval over seed means). DSR = defence success rate: share "
+             "over prompts; FID and CLIP figures: t interval over seed means, or on one seed a bootstrap over "
+             "images, which for FID lies mostly above the estimate). DSR = defence success rate: share "
              "of attack images in which the detector finds no concept. Against the *base* model, the attack's "
              "success rate says whether it works at all.")
     warning = ""

@@ -243,6 +243,7 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
     from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.pipelines import load_shapeworld
     from duo_unlearn.trainer import train
+    from duo_unlearn.world.quality import NUM_INFERENCE_STEPS
 
     if spec["method"] == "duo":
         config = DUOConfig(pairs_dir=str(pairs_dir), output_dir=str(folder), beta=spec["beta"],
@@ -255,7 +256,8 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
     elif spec["method"] == "esd":
         config = DUOConfig(method="esd", output_dir=str(folder), esd_concept_prompt="a shape with a black x over it",
                            esd_eta=1.0, esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8,
-                           max_train_steps=cfg.esd_steps, train_batch_size=4, seed=seed, checkpointing_steps=0)
+                           max_train_steps=cfg.esd_steps, train_batch_size=4, seed=seed, checkpointing_steps=0,
+                           esd_sampling_steps=NUM_INFERENCE_STEPS)  # ShapeWorld's sampler (see world/quality.py)
     elif spec["method"] == "uce":
         config = DUOConfig(method="uce", output_dir=str(folder), uce_erase_prompts=tuple(concept_prompts),
                            uce_target_prompts=tuple(safe_prompts), uce_preserve_prompts=tuple(preserve_prompts),
