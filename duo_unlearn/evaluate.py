@@ -98,6 +98,12 @@ class EvalConfig:
     """Real model only: denoising steps per image (ShapeWorld uses 25)."""
     guidance_scale: float = 7.5
     """Real model only: classifier-free guidance per image."""
+    dtype: str = "fp32"
+    """Real model only: inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
+    variant: str | None = None
+    """Real model only: weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
+    revision: str | None = None
+    """Real model only: hub branch, tag or commit of pretrained_model."""
 
 
 def _model_specs(cfg: EvalConfig) -> list[dict]:
@@ -304,7 +310,7 @@ def run_model_eval(cfg: EvalConfig) -> dict:
     from duo_unlearn.grids import save_grid
     from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.perceptual import frechet_distance, get_perceptual_metric
-    from duo_unlearn.pipelines import default_device, load_pipeline
+    from duo_unlearn.pipelines import default_device, inference_dtype, load_pipeline
     from duo_unlearn.sampling import generate
 
     out, started = Path(cfg.output_dir), time.time()
@@ -326,7 +332,8 @@ def run_model_eval(cfg: EvalConfig) -> dict:
     base_images, task = None, None
     for name, folder in [("base", None), *models]:
         print(f"evaluate {name} ...", flush=True)
-        pipe = load_pipeline(cfg.pretrained_model).to(default_device())
+        pipe = load_pipeline(cfg.pretrained_model, torch_dtype=inference_dtype(cfg.dtype), variant=cfg.variant,
+                             revision=cfg.revision).to(default_device())
         pipe.set_progress_bar_config(disable=True)
         if folder is not None:
             pipe.load_lora_weights(str(folder))

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from duo_unlearn.configs import config_to_yaml
 from duo_unlearn.io import IMAGE_SUFFIXES, atomic_save_image, atomic_write_text, image_files, load_image, read_jsonl
+from duo_unlearn.pipelines import DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ class PairsConfig:
     """Folder of the pair dataset (created; re-running resumes it)."""
     pretrained_model: str = "shapeworld"
     """'shapeworld', a local diffusers pipeline folder, or a hub id."""
+    dtype: str = "fp32"
+    """Inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
+    variant: str | None = None
+    """Weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
+    revision: str | None = None
+    """Hub branch, tag or commit of pretrained_model."""
     unsafe_prompts: tuple[str, ...] = ("a red circle with a black x over it",)
     """Prompts that show the concept; pair i uses prompt i modulo their number."""
     safe_prompts: tuple[str, ...] = ("a red circle",)
@@ -82,6 +89,8 @@ class PairsConfig:
                              f"({len(self.safe_prompts)}) must be non-empty and of equal length")
         if not 0 < self.strength <= 1:
             raise ValueError(f"PairsConfig.strength must be in (0, 1], got {self.strength}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"PairsConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.num_pairs <= 0 or self.max_retries <= 0 or self.batch_size <= 0:
             raise ValueError("PairsConfig: num_pairs, max_retries and batch_size must be positive")
 
@@ -107,12 +116,14 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     from diffusers import AutoPipelineForImage2Image
 
     from duo_unlearn.detectors import get_detector
-    from duo_unlearn.pipelines import default_device, load_pipeline, native_resolution
+    from duo_unlearn.pipelines import default_device, inference_dtype, load_pipeline, native_resolution
     from duo_unlearn.sampling import generate
 
     out = Path(cfg.output_dir)
+    if pipe is None:
+        pipe = load_pipeline(cfg.pretrained_model, torch_dtype=inference_dtype(cfg.dtype), variant=cfg.variant,
+                             revision=cfg.revision).to(default_device())
     out.mkdir(parents=True, exist_ok=True)
-    pipe = pipe if pipe is not None else load_pipeline(cfg.pretrained_model).to(default_device())
     pipe.set_progress_bar_config(disable=True)
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)

@@ -45,12 +45,13 @@ def run_attack(cfg: AttackConfig) -> AttackResult:
     """`duo attack`: load the target (base + optional LoRA), the detector and the task, attack."""
     from duo_unlearn.detectors import get_detector
     from duo_unlearn.grids import save_grid
-    from duo_unlearn.pipelines import SHAPEWORLD, default_device, load_pipeline
+    from duo_unlearn.pipelines import SHAPEWORLD, default_device, inference_dtype, load_pipeline
 
     if cfg.pretrained_model != SHAPEWORLD and not cfg.task_file:
         raise ValueError("--task-file is required to attack a real model: a YAML with the attacker's prompts and "
                          "concept images (see duo_unlearn/attacks/task_file.py)")
-    pipe = load_pipeline(cfg.pretrained_model).to(default_device())
+    pipe = load_pipeline(cfg.pretrained_model, torch_dtype=inference_dtype(cfg.dtype), variant=cfg.variant,
+                         revision=cfg.revision).to(default_device())
     pipe.set_progress_bar_config(disable=True)
     if cfg.lora:
         pipe.load_lora_weights(cfg.lora)
