@@ -109,6 +109,6 @@ def native_resolution(pipe) -> int:
 
 def default_device() -> torch.device:
     """The device accelerate picks for this process: its GPU when there is one, else the CPU."""
-    from accelerate import PartialState
+    from duo_unlearn.distributed import process_state
 
-    return PartialState().device
+    return process_state().device
