@@ -278,6 +278,10 @@ class UnlearningTrainer:
         if not acc.optimizer_step_was_skipped:
             self.lr_scheduler.step()
         self.global_step += 1
+        if acc.num_processes > 1:  # every rank has an equal share of the batch: the mean is the global batch's
+            keys = sorted(logs)
+            means = acc.reduce(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
+            logs = dict(zip(keys, means.tolist()))
         logs["lr"] = self.lr_scheduler.get_last_lr()[0]
         return logs
 

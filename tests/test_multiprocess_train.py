@@ -37,7 +37,8 @@ def test_two_processes_train_on_the_samples_of_one_process_with_the_doubled_batc
                                                                                   launch_two):
     """2 processes x batch 2 draw the rows of 1 process x batch 4 (one generator, same seed,
     each rank keeps its slice) and DDP averages the two halves' mean gradients, which is the
-    mean over 4: the LoRA agrees up to float summation order, not bit for bit."""
+    mean over 4: the LoRA agrees up to float summation order, not bit for bit. Logged metrics
+    are averaged over the processes, so they are the global batch's too."""
     root = saved_model_and_pairs
     launch_two("train", *_flags(root, tmp_path / "two", max_train_steps=3, train_batch_size=2,
                                 checkpointing_steps=0), cwd=tmp_path)
@@ -52,6 +53,13 @@ def test_two_processes_train_on_the_samples_of_one_process_with_the_doubled_batc
     same_global_batch, rank0_only = one_process(4), one_process(2)
     scale = max(w.abs().max().item() for w in two.values())
     assert _max_abs_diff(two, same_global_batch) <= 1e-4 * scale
+    # logged metrics are means over the global batch, not rank 0's half
+    logged = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+              for name in ("two", "one-4", "one-2")}
+    for key in ("loss", "duo_loss", "mse/safe", "ref_mse/unsafe"):
+        assert [m[key] for m in logged["two"]] == pytest.approx([m[key] for m in logged["one-4"]], rel=1e-4)
+    assert [m["mse/safe"] for m in logged["two"]] != pytest.approx([m["mse/safe"] for m in logged["one-2"]],
+                                                                   rel=1e-4)
     # not vacuous: training on rank 0's half alone lands far away
     assert _max_abs_diff(two, rank0_only) > 100 * max(_max_abs_diff(two, same_global_batch), 1e-7)
 
