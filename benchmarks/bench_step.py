@@ -28,9 +28,42 @@ import torch
 VARIANTS = ("plain_lora", "duo_cached", "duo_naive")
 
 
-def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
+def _randn(trainer, shape) -> torch.Tensor:
+    """Noise of any shape from the trainer's generator (its own helpers draw the global batch's rows)."""
+    return torch.randn(shape, generator=trainer.generator).to(trainer.accelerator.device)
+
+
+def _timesteps(trainer, n: int) -> torch.Tensor:
+    low, high = trainer.config.timestep_range
+    return torch.randint(low, high, (n,), generator=trainer.generator).to(trainer.accelerator.device)
+
+
+def plain_lora_step(trainer) -> None:
+    """One optimiser step of the ordinary diffusion loss (in the family's loss space) on the
+    inputs a DUO step sees: unsafe, safe and zero latents, batched, with the trainer's
+    optimiser, gradient clipping and scheduler. One forward and one backward; DUO adds one
+    no-grad reference forward, so its floor is 4/3. bench_gpu.py times it too."""
     import torch.nn.functional as F
 
+    fam, acc, n = trainer.family, trainer.accelerator, trainer.config.train_batch_size
+    index = torch.randint(len(trainer.dataset), (n,), generator=trainer.generator)
+    unsafe = trainer._sample_latents(trainer.unsafe_mean, trainer.unsafe_std, index)
+    safe = trainer._sample_latents(trainer.safe_mean, trainer.safe_std, index)
+    x0 = torch.cat([unsafe, safe, torch.zeros_like(unsafe)])
+    noise = _randn(trainer, x0.shape)
+    t = _timesteps(trainer, 3 * n)
+    x_t = fam.add_noise(x0, noise, t)
+    dtype = next(trainer.model.parameters()).dtype
+    pred = fam.predict(trainer.model, x_t.to(dtype), t, trainer.null_cond.select([0] * (3 * n))).float()
+    loss = F.mse_loss(*fam.loss_space(pred, x_t, x0, noise, t))
+    acc.backward(loss)
+    acc.clip_grad_norm_(trainer.lora_params, trainer.config.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+
+def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     from duo_unlearn.config import DUOConfig
     from duo_unlearn.families import encode_latents, scale_latents
     from duo_unlearn.lora import adapters_disabled
@@ -50,32 +83,17 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
     fam, model = trainer.family, trainer.model
 
-    def plain_step():
-        n = batch
-        index = torch.randint(n_pairs, (n,), generator=trainer.generator)
-        x0 = torch.cat([trainer._sample_latents(trainer.unsafe_mean, trainer.unsafe_std, index),
-                        trainer._sample_latents(trainer.safe_mean, trainer.safe_std, index),
-                        torch.zeros_like(trainer.unsafe_mean[index])])
-        noise = torch.randn(x0.shape, generator=trainer.generator)
-        t = torch.randint(1, 750, (3 * n,), generator=trainer.generator)
-        cond = trainer.null_cond.select([0] * (3 * n))
-        pred = fam.predict(model, fam.add_noise(x0, noise, t), t, cond)
-        loss = F.mse_loss(pred, noise)
-        loss.backward()
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
-
     def naive_step():
         n = batch
         index = torch.randint(n_pairs, (n,), generator=trainer.generator)
         mu, su = encode_latents(trainer.pipe.vae, dataset.unsafe[index])
         ms, ss = encode_latents(trainer.pipe.vae, dataset.safe[index])
-        x0_u = scale_latents(trainer.pipe.vae, mu + su * torch.randn(mu.shape, generator=trainer.generator))
-        x0_s = scale_latents(trainer.pipe.vae, ms + ss * torch.randn(ms.shape, generator=trainer.generator))
+        x0_u = scale_latents(trainer.pipe.vae, mu + su * _randn(trainer, mu.shape))
+        x0_s = scale_latents(trainer.pipe.vae, ms + ss * _randn(trainer, ms.shape))
         null = fam.encode_prompts([""] * n)
-        noise = torch.randn(x0_u.shape, generator=trainer.generator)
-        t = torch.randint(1, 750, (n,), generator=trainer.generator)
-        x_r = torch.randn(x0_u.shape, generator=trainer.generator)
+        noise = _randn(trainer, x0_u.shape)
+        t = _timesteps(trainer, n)
+        x_r = _randn(trainer, x0_u.shape)
         x_u, x_s = fam.add_noise(x0_u, noise, t), fam.add_noise(x0_s, noise, t)
         t_r = torch.full((n,), 999)
         p_u, p_s, p_r = (fam.predict(model, x, tt, null) for x, tt in ((x_u, t), (x_s, t), (x_r, t_r)))
@@ -87,7 +105,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
 
-    step = {"plain_lora": plain_step, "duo_cached": trainer.step, "duo_naive": naive_step}[variant]
+    step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
+            "duo_naive": naive_step}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
