@@ -28,6 +28,16 @@ import torch
 VARIANTS = ("plain_lora", "duo_cached", "duo_naive")
 
 
+def _randn(trainer, shape) -> torch.Tensor:
+    """Noise of any shape from the trainer's generator (its own helpers draw the global batch's rows)."""
+    return torch.randn(shape, generator=trainer.generator).to(trainer.accelerator.device)
+
+
+def _timesteps(trainer, n: int) -> torch.Tensor:
+    low, high = trainer.config.timestep_range
+    return torch.randint(low, high, (n,), generator=trainer.generator).to(trainer.accelerator.device)
+
+
 def plain_lora_step(trainer) -> None:
     """One optimiser step of the ordinary diffusion loss (in the family's loss space) on the
     inputs a DUO step sees: unsafe, safe and zero latents, batched, with the trainer's
@@ -40,8 +50,8 @@ def plain_lora_step(trainer) -> None:
     unsafe = trainer._sample_latents(trainer.unsafe_mean, trainer.unsafe_std, index)
     safe = trainer._sample_latents(trainer.safe_mean, trainer.safe_std, index)
     x0 = torch.cat([unsafe, safe, torch.zeros_like(unsafe)])
-    noise = trainer._randn(x0.shape)
-    t = trainer._timesteps(3 * n)
+    noise = _randn(trainer, x0.shape)
+    t = _timesteps(trainer, 3 * n)
     x_t = fam.add_noise(x0, noise, t)
     dtype = next(trainer.model.parameters()).dtype
     pred = fam.predict(trainer.model, x_t.to(dtype), t, trainer.null_cond.select([0] * (3 * n))).float()
@@ -78,12 +88,13 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         index = torch.randint(n_pairs, (n,), generator=trainer.generator)
         mu, su = encode_latents(trainer.pipe.vae, dataset.unsafe[index])
         ms, ss = encode_latents(trainer.pipe.vae, dataset.safe[index])
-        x0_u = scale_latents(trainer.pipe.vae, mu + su * trainer._randn(mu.shape))
-        x0_s = scale_latents(trainer.pipe.vae, ms + ss * trainer._randn(ms.shape))
+        x0_u = scale_latents(trainer.pipe.vae, mu + su * _randn(trainer, mu.shape))
+        x0_s = scale_latents(trainer.pipe.vae, ms + ss * _randn(trainer, ms.shape))
         null = fam.encode_prompts([""] * n)
-        noise = trainer._randn(x0_u.shape)
-        t = trainer._timesteps(n)
-        x_u, x_s, x_r = fam.add_noise(x0_u, noise, t), fam.add_noise(x0_s, noise, t), trainer._randn(x0_u.shape)
+        noise = _randn(trainer, x0_u.shape)
+        t = _timesteps(trainer, n)
+        x_r = _randn(trainer, x0_u.shape)
+        x_u, x_s = fam.add_noise(x0_u, noise, t), fam.add_noise(x0_s, noise, t)
         t_r = torch.full((n,), 999)
         p_u, p_s, p_r = (fam.predict(model, x, tt, null) for x, tt in ((x_u, t), (x_s, t), (x_r, t_r)))
         with torch.no_grad(), adapters_disabled(model):

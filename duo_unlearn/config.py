@@ -90,12 +90,19 @@ class DUOConfig:
     """AdamW weight decay on the LoRA parameters."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm."""
+    lr_scheduler: str = "constant_with_warmup"
+    """A diffusers schedule (``diffusers.optimization.get_scheduler``: 'constant',
+    'constant_with_warmup', 'linear', 'cosine', ...); the paper: constant."""
     lr_warmup_steps: int = 0
-    """Linear warm-up, then constant (the paper: constant)."""
+    """Warm-up length in optimiser steps, whatever the number of processes."""
     seed: int = 0
-    """Seeds data order, noise and timesteps (plus the process index on multi-GPU)."""
-    mixed_precision: str = "no"
-    """'no', 'fp16' or 'bf16': frozen weights in that dtype, LoRA parameters in float32."""
+    """Seeds data order, noise and timesteps. Every process draws the global batch from this
+    seed and trains on its own rows, so N processes x batch b see the samples of one process
+    x batch N*b (torch's global RNG, for dropout, is seeded per process)."""
+    mixed_precision: str | None = None
+    """'no', 'fp16' or 'bf16': frozen weights in that dtype, LoRA parameters in float32.
+    None: what accelerate resolves (``accelerate launch --mixed_precision``, else 'no');
+    duo_config.yaml records the value used."""
     gradient_checkpointing: bool = False
     """Trade compute for memory in the denoiser's backward pass."""
 
@@ -134,8 +141,15 @@ class DUOConfig:
                              f"got {self.timestep_range}")
         if self.pair_timestep not in ("shared", "independent"):
             raise ValueError(f"DUOConfig.pair_timestep must be 'shared' or 'independent', got {self.pair_timestep!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
             raise ValueError(f"DUOConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
+        from diffusers.optimization import SchedulerType
+
+        if self.lr_scheduler not in {s.value for s in SchedulerType}:
+            raise ValueError(f"DUOConfig.lr_scheduler must be one of {sorted(s.value for s in SchedulerType)}, "
+                             f"got {self.lr_scheduler!r}")
+        if self.lr_warmup_steps < 0:
+            raise ValueError(f"DUOConfig.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         if self.esd_variant not in ("x", "u"):
             raise ValueError(f"DUOConfig.esd_variant must be 'x' or 'u', got {self.esd_variant!r}")
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "lora_rank",

@@ -94,6 +94,12 @@ class EvalConfig:
     world/quality.py for the measurement), 25 on a real model."""
     guidance_scale: float = 7.5
     """Classifier-free guidance of every evaluation and attack image."""
+    dtype: str = "fp32"
+    """Real model only: inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
+    variant: str | None = None
+    """Real model only: weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
+    revision: str | None = None
+    """Real model only: hub branch, tag or commit of pretrained_model."""
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)

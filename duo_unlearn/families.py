@@ -209,7 +209,15 @@ def family_for(pipe):
 
 
 def encode_latents(vae, images: torch.Tensor, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """VAE posterior mean and std of images in [-1, 1], computed once per dataset."""
+    """VAE posterior mean and std of images in [-1, 1], computed once per dataset. A half-precision
+    VAE whose config sets ``force_upcast`` (SDXL's, which overflows in fp16) encodes in fp32, as
+    diffusers' pipelines do."""
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        vae.to(torch.float32)
+        try:
+            return encode_latents(vae, images, batch_size)
+        finally:
+            vae.to(torch.float16)
     means, stds = [], []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from duo_unlearn.configs import config_to_yaml
 from duo_unlearn.io import IMAGE_SUFFIXES, atomic_save_image, atomic_write_text, image_files, load_image, read_jsonl
+from duo_unlearn.pipelines import DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ class PairsConfig:
     """Folder of the pair dataset (created; re-running resumes it)."""
     pretrained_model: str = "shapeworld"
     """'shapeworld', a local diffusers pipeline folder, or a hub id."""
+    dtype: str = "fp32"
+    """Inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
+    variant: str | None = None
+    """Weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
+    revision: str | None = None
+    """Hub branch, tag or commit of pretrained_model."""
     unsafe_prompts: tuple[str, ...] = ("a red circle with a black x over it",)
     """Prompts that show the concept; pair i uses prompt i modulo their number."""
     safe_prompts: tuple[str, ...] = ("a red circle",)
@@ -82,6 +89,8 @@ class PairsConfig:
                              f"({len(self.safe_prompts)}) must be non-empty and of equal length")
         if not 0 < self.strength <= 1:
             raise ValueError(f"PairsConfig.strength must be in (0, 1], got {self.strength}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"PairsConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.num_pairs <= 0 or self.max_retries <= 0 or self.batch_size <= 0:
             raise ValueError("PairsConfig: num_pairs, max_retries and batch_size must be positive")
 
@@ -107,12 +116,14 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     from diffusers import AutoPipelineForImage2Image
 
     from duo_unlearn.detectors import get_detector
-    from duo_unlearn.pipelines import default_device, load_pipeline, native_resolution
-    from duo_unlearn.sampling import generate
+    from duo_unlearn.distributed import gather_objects, process_state
+    from duo_unlearn.pipelines import default_device, inference_dtype, load_pipeline, native_resolution
 
     out = Path(cfg.output_dir)
+    if pipe is None:
+        pipe = load_pipeline(cfg.pretrained_model, torch_dtype=inference_dtype(cfg.dtype), variant=cfg.variant,
+                             revision=cfg.revision).to(default_device())
     out.mkdir(parents=True, exist_ok=True)
-    pipe = pipe if pipe is not None else load_pipeline(cfg.pretrained_model).to(default_device())
     pipe.set_progress_bar_config(disable=True)
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)
@@ -124,75 +135,95 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     user_files = _user_images(cfg, resolution) if cfg.unsafe_images_dir else None
     num_pairs = len(user_files) if user_files else cfg.num_pairs
 
-    atomic_write_text(out / "pairs_config.yaml", config_to_yaml(cfg))
+    state = process_state()
+    size, rank, main = state.num_processes, state.process_index, state.is_main_process
+    if main:
+        atomic_write_text(out / "pairs_config.yaml", config_to_yaml(cfg))
     meta_path = out / "metadata.jsonl"
     records = {r["index"]: r for r in read_jsonl(meta_path)} if meta_path.exists() else {}
     todo = [i for i in range(num_pairs) if i not in records]
     if len(todo) < num_pairs:
         logger.info("resuming %s: %d of %d pair indices already done", out, num_pairs - len(todo), num_pairs)
 
-    for start in tqdm(range(0, len(todo), cfg.batch_size), desc="pairs"):
-        batch = todo[start : start + cfg.batch_size]
-        unsafe_p = {i: cfg.unsafe_prompts[i % len(cfg.unsafe_prompts)] for i in batch}
-        safe_p = {i: cfg.safe_prompts[i % len(cfg.safe_prompts)] for i in batch}
-        unsafe_img, unsafe_seed, unsafe_score = {}, {}, {}
-        if user_files:
-            imgs = [load_image(user_files[i], resolution) for i in batch]
-            for i, img, s in zip(batch, imgs, detector.scores(imgs)):
-                unsafe_img[i], unsafe_seed[i], unsafe_score[i] = img, None, float(s)
-        else:
-            pending = list(batch)
-            for attempt in range(cfg.max_retries):
-                if not pending:
-                    break
-                seeds = [_seed(cfg, i, attempt, 0) for i in pending]
-                imgs = generate(pipe, [unsafe_p[i] for i in pending], seeds, cfg.num_inference_steps,
-                                cfg.guidance_scale, batch_size=cfg.batch_size)
-                scores = detector.scores(imgs)
-                for i, img, seed, s in zip(pending, imgs, seeds, scores):
-                    unsafe_img[i], unsafe_seed[i], unsafe_score[i] = img, seed, float(s)
-                pending = [i for i, s in zip(pending, scores) if s < detector.threshold]
-        # safe twins by SDEdit, only for unsafe images that show the concept
-        safe_img, safe_seed, safe_score, same_content = {}, {}, {}, {}
-        pending = [i for i in batch if unsafe_score[i] >= detector.threshold]
-        for attempt in range(cfg.max_retries):
-            if not pending:
-                break
-            seeds = [_seed(cfg, i, attempt, 1) for i in pending]
-            gens = [torch.Generator().manual_seed(s) for s in seeds]
-            imgs = img2img(prompt=[safe_p[i] for i in pending], negative_prompt=[unsafe_p[i] for i in pending],
-                           image=[unsafe_img[i] for i in pending], strength=cfg.strength,
-                           guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.num_inference_steps,
-                           generator=gens).images
-            scores = detector.scores(imgs)
-            consistent = (judge.same_content([unsafe_img[i] for i in pending], imgs) if judge
-                          else np.ones(len(imgs), dtype=bool))
-            for i, img, seed, s, same in zip(pending, imgs, seeds, scores, consistent):
-                safe_img[i], safe_seed[i], safe_score[i], same_content[i] = img, seed, float(s), bool(same)
-            pending = [i for i, s, same in zip(pending, scores, consistent) if s >= detector.threshold or not same]
-        for i in batch:
-            kept = (unsafe_score[i] >= detector.threshold and safe_score.get(i, 1.0) < detector.threshold
-                    and same_content.get(i, False))
-            record = {"index": i, "kept": bool(kept), "unsafe_prompt": unsafe_p[i], "safe_prompt": safe_p[i],
-                      "unsafe_seed": unsafe_seed[i], "safe_seed": safe_seed.get(i), "strength": cfg.strength,
-                      "guidance_scale": cfg.guidance_scale, "unsafe_score": unsafe_score[i],
-                      "safe_score": safe_score.get(i), "same_content": same_content.get(i),
-                      "detector": detector.settings()}
-            if user_files:
-                record["source_image"] = str(user_files[i])
-            if kept:
-                record["unsafe_image"] = f"unsafe/{i:05d}.png"
-                record["safe_image"] = f"safe/{i:05d}.png"
-                atomic_save_image(unsafe_img[i], out / record["unsafe_image"])
-                atomic_save_image(safe_img[i], out / record["safe_image"])
-            records[i] = record
-        atomic_write_text(meta_path, "".join(json.dumps(records[k]) + "\n" for k in sorted(records)))
+    # one batch per process per round; the main process writes the round's images, then metadata.jsonl
+    batches = [todo[s : s + cfg.batch_size] for s in range(0, len(todo), cfg.batch_size)]
+    for first in tqdm(range(0, len(batches), size), desc="pairs", disable=not main):
+        mine = batches[first + rank] if first + rank < len(batches) else []
+        made = gather_objects(_pair_batch(cfg, mine, pipe, img2img, detector, judge, user_files, resolution)
+                              if mine else [])
+        for record, unsafe_image, safe_image in made:
+            if main and record["kept"]:
+                atomic_save_image(unsafe_image, out / record["unsafe_image"])
+                atomic_save_image(safe_image, out / record["safe_image"])
+            records[record["index"]] = record
+        if main:
+            atomic_write_text(meta_path, "".join(json.dumps(records[k]) + "\n" for k in sorted(records)))
 
     kept = sum(r["kept"] for r in records.values())
     summary = {"attempted": len(records), "kept": kept, "rejected": len(records) - kept,
                "keep_rate": kept / max(len(records), 1)}
     logger.info("pairs in %s: %s", out, summary)
     return summary
+
+
+def _pair_batch(cfg: PairsConfig, batch: list[int], pipe, img2img, detector, judge, user_files, resolution):
+    """One batch of pair indices: (record, unsafe image, safe image) per index, images None
+    where the pair was rejected. Depends on nothing but the batch, so any process may run it."""
+    from duo_unlearn.sampling import generate
+
+    unsafe_p = {i: cfg.unsafe_prompts[i % len(cfg.unsafe_prompts)] for i in batch}
+    safe_p = {i: cfg.safe_prompts[i % len(cfg.safe_prompts)] for i in batch}
+    unsafe_img, unsafe_seed, unsafe_score = {}, {}, {}
+    if user_files:
+        imgs = [load_image(user_files[i], resolution) for i in batch]
+        for i, img, s in zip(batch, imgs, detector.scores(imgs)):
+            unsafe_img[i], unsafe_seed[i], unsafe_score[i] = img, None, float(s)
+    else:
+        pending = list(batch)
+        for attempt in range(cfg.max_retries):
+            if not pending:
+                break
+            seeds = [_seed(cfg, i, attempt, 0) for i in pending]
+            imgs = generate(pipe, [unsafe_p[i] for i in pending], seeds, cfg.num_inference_steps,
+                            cfg.guidance_scale, batch_size=cfg.batch_size)
+            scores = detector.scores(imgs)
+            for i, img, seed, s in zip(pending, imgs, seeds, scores):
+                unsafe_img[i], unsafe_seed[i], unsafe_score[i] = img, seed, float(s)
+            pending = [i for i, s in zip(pending, scores) if s < detector.threshold]
+    # safe twins by SDEdit, only for unsafe images that show the concept
+    safe_img, safe_seed, safe_score, same_content = {}, {}, {}, {}
+    pending = [i for i in batch if unsafe_score[i] >= detector.threshold]
+    for attempt in range(cfg.max_retries):
+        if not pending:
+            break
+        seeds = [_seed(cfg, i, attempt, 1) for i in pending]
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        imgs = img2img(prompt=[safe_p[i] for i in pending], negative_prompt=[unsafe_p[i] for i in pending],
+                       image=[unsafe_img[i] for i in pending], strength=cfg.strength,
+                       guidance_scale=cfg.guidance_scale, num_inference_steps=cfg.num_inference_steps,
+                       generator=gens).images
+        scores = detector.scores(imgs)
+        consistent = (judge.same_content([unsafe_img[i] for i in pending], imgs) if judge
+                      else np.ones(len(imgs), dtype=bool))
+        for i, img, seed, s, same in zip(pending, imgs, seeds, scores, consistent):
+            safe_img[i], safe_seed[i], safe_score[i], same_content[i] = img, seed, float(s), bool(same)
+        pending = [i for i, s, same in zip(pending, scores, consistent) if s >= detector.threshold or not same]
+    made = []
+    for i in batch:
+        kept = (unsafe_score[i] >= detector.threshold and safe_score.get(i, 1.0) < detector.threshold
+                and same_content.get(i, False))
+        record = {"index": i, "kept": bool(kept), "unsafe_prompt": unsafe_p[i], "safe_prompt": safe_p[i],
+                  "unsafe_seed": unsafe_seed[i], "safe_seed": safe_seed.get(i), "strength": cfg.strength,
+                  "guidance_scale": cfg.guidance_scale, "unsafe_score": unsafe_score[i],
+                  "safe_score": safe_score.get(i), "same_content": same_content.get(i),
+                  "detector": detector.settings()}
+        if user_files:
+            record["source_image"] = str(user_files[i])
+        if kept:
+            record["unsafe_image"] = f"unsafe/{i:05d}.png"
+            record["safe_image"] = f"safe/{i:05d}.png"
+        made.append((record, unsafe_img[i] if kept else None, safe_img.get(i) if kept else None))
+    return made
 
 
 @dataclasses.dataclass

