@@ -8,6 +8,9 @@ setting is ``lora_target_modules: [attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
+
+from duo_unlearn.configs import check_choices
 
 
 @dataclasses.dataclass
@@ -21,7 +24,7 @@ class DUOConfig:
     """Pair dataset made by `duo pairs` (ignored by ESD, which needs only the concept prompt)."""
     output_dir: str = "duo-output"
     """Where LoRA weights, checkpoints, the resolved config, the model card and logs go."""
-    method: str = "duo"
+    method: Literal["duo", "esd", "uce"] = "duo"
     """'duo' (this paper), or a baseline: 'esd' (Gandikota et al. 2023) or 'uce' (Gandikota et al. 2024)."""
     resolution: int | None = None
     """Training image size; default: the pipeline's native size."""
@@ -42,7 +45,7 @@ class DUOConfig:
     """λ of the output-preserving regulariser; set to bypass the rescaling (0 disables it)."""
     timestep_range: tuple[int, int] = (1, 750)
     """Timesteps are drawn uniformly from [low, high) of the 1000-step training grid."""
-    pair_timestep: str = "shared"
+    pair_timestep: Literal["shared", "independent"] = "shared"
     """'shared': one timestep per pair, as in Diffusion-DPO; 'independent': one per image, as in
     the DUO authors' code. The noise sample is shared either way."""
     use_prompts: bool = False
@@ -56,7 +59,7 @@ class DUOConfig:
     """The concept to erase, as text."""
     esd_eta: float = 1.0
     """Negative guidance strength η."""
-    esd_variant: str = "x"
+    esd_variant: Literal["x", "u"] = "x"
     """'x': train cross-attention only (ESD-x); 'u': everything but cross-attention (ESD-u)."""
 
     # --- UCE baseline (method = 'uce'; closed form, no training loop) ---
@@ -92,7 +95,7 @@ class DUOConfig:
     """Linear warm-up, then constant (the paper: constant)."""
     seed: int = 0
     """Seeds data order, noise and timesteps (plus the process index on multi-GPU)."""
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """'no', 'fp16' or 'bf16': frozen weights in that dtype, LoRA parameters in float32."""
     gradient_checkpointing: bool = False
     """Trade compute for memory in the denoiser's backward pass."""
@@ -111,9 +114,21 @@ class DUOConfig:
     num_validation_images: int = 4
     """Seeds per validation prompt."""
     report_to: str = "none"
-    """accelerate tracker ('tensorboard', 'wandb', ...) besides metrics.jsonl, or 'none'."""
+    """accelerate tracker ('tensorboard', 'wandb', ...) besides metrics.jsonl, or 'none'; metrics and
+    validation grids go to it."""
+    tracker_project_name: str = "duo-unlearn"
+    """Project (run group) name given to the tracker."""
     merge: bool = False
     """Also write a full pipeline folder with the LoRA fused in (output_dir/merged)."""
+
+    # --- sharing ---
+    push_to_hub: bool = False
+    """Upload output_dir (LoRA, adapter config, model card, settings, summaries; no checkpoints) to the
+    Hugging Face hub when training ends."""
+    hub_model_id: str | None = None
+    """Hub repository 'user/name'; default: the output folder's name under your account."""
+    hub_private: bool = False
+    """Create the hub repository as private."""
 
     def __post_init__(self) -> None:
         self.timestep_range = tuple(int(t) for t in self.timestep_range)
@@ -122,20 +137,13 @@ class DUOConfig:
         self.uce_erase_prompts = tuple(self.uce_erase_prompts)
         self.uce_target_prompts = tuple(self.uce_target_prompts)
         self.uce_preserve_prompts = tuple(self.uce_preserve_prompts)
-        if self.method not in ("duo", "esd", "uce"):
-            raise ValueError(f"DUOConfig.method must be 'duo', 'esd' or 'uce', got {self.method!r}")
+        check_choices(self)
         if self.beta <= 0:
             raise ValueError(f"DUOConfig.beta must be positive, got {self.beta}")
         low, high = self.timestep_range if len(self.timestep_range) == 2 else (None, None)
         if low is None or not 0 <= low < high <= 1000:
             raise ValueError(f"DUOConfig.timestep_range must be (low, high) with 0 <= low < high <= 1000, "
                              f"got {self.timestep_range}")
-        if self.pair_timestep not in ("shared", "independent"):
-            raise ValueError(f"DUOConfig.pair_timestep must be 'shared' or 'independent', got {self.pair_timestep!r}")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise ValueError(f"DUOConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
-        if self.esd_variant not in ("x", "u"):
-            raise ValueError(f"DUOConfig.esd_variant must be 'x' or 'u', got {self.esd_variant!r}")
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "lora_rank"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")

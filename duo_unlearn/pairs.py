@@ -25,13 +25,16 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from duo_unlearn.configs import config_to_yaml
 from duo_unlearn.io import IMAGE_SUFFIXES, atomic_save_image, atomic_write_text, image_files, load_image, read_jsonl
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +107,10 @@ def _user_images(cfg: PairsConfig, resolution: int) -> list[Path]:
 
 def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     """Build (or resume) the pair dataset; returns counts of kept and rejected pairs."""
+    from duo_unlearn.preflight import check_pairs
+
+    check_pairs(cfg, load_model=pipe is None, load_detector=detector is None)  # before any model loads
+    import torch  # here, not at the top: `duo pairs --help` reads PairsConfig without torch
     from diffusers import AutoPipelineForImage2Image
 
     from duo_unlearn.detectors import get_detector
@@ -212,6 +219,8 @@ class PairDataset:
     def load(cls, folder: str | Path, resolution: int | None = None) -> "PairDataset":
         """Validate everything before training starts: missing, corrupt or mis-sized images,
         unequal sides and empty datasets are errors that name the file."""
+        import torch
+
         folder = Path(folder)
         meta = folder / "metadata.jsonl"
         if not meta.is_file():

@@ -430,6 +430,9 @@ Several unlearning LoRAs compose with `pipe.set_adapters([...], weights=[...])`.
 
 def train(config: DUOConfig, pipe=None, dataset=None) -> Path:
     """Train (or, for UCE, solve) and export; returns the output folder."""
+    from duo_unlearn.preflight import check_train
+
+    check_train(config, load_model=pipe is None, load_pairs=dataset is None)  # before any model loads
     if config.method == "uce":
         return _train_uce(config, pipe)
     return UnlearningTrainer(config, pipe=pipe, dataset=dataset).train()

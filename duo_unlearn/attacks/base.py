@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from PIL import Image
@@ -24,8 +24,8 @@ from duo_unlearn.io import atomic_save_image, atomic_write_json, load_image
 class AttackConfig:
     """Settings shared by every attack (`duo attack`)."""
 
-    method: str = "ring-a-bell"
-    """'paraphrase', 'ring-a-bell', 'concept-inversion', 'sneakyprompt' or 'unlearndiffatk'."""
+    method: Literal["paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk"] = "ring-a-bell"
+    """The attack (described in attacks/methods.py)."""
     pretrained_model: str = "shapeworld"
     """Base pipeline ('shapeworld', a folder or a hub id)."""
     lora: str | None = None
