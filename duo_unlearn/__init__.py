@@ -52,17 +52,25 @@ def __dir__() -> list[str]:
     return sorted(__all__)
 
 
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args, **kwargs):
+        return self.run_eval(*args, **kwargs)
+
+
 class _Package(types.ModuleType):
-    """``duo_unlearn.evaluate`` is the eval entry point (``run_eval``), not the submodule of that
-    name: importing the submodule rebinds the package attribute, which this property ignores.
-    (So ``from duo_unlearn.evaluate import EvalConfig`` works, ``import duo_unlearn.evaluate as m`` does not.)"""
+    """``duo_unlearn.evaluate`` names both the eval submodule and, as the public API promises,
+    the eval entry point: it is the submodule, made callable (``evaluate(cfg)`` runs
+    ``run_eval(cfg)``), so ``from duo_unlearn import evaluate``, ``evaluate.EvalConfig`` and
+    ``import duo_unlearn.evaluate as m`` all work whichever is imported first."""
 
     @property
     def evaluate(self):
-        return importlib.import_module("duo_unlearn.evaluate").run_eval
+        module = importlib.import_module("duo_unlearn.evaluate")
+        module.__class__ = _CallableModule
+        return module
 
     @evaluate.setter
-    def evaluate(self, value) -> None:
+    def evaluate(self, value) -> None:  # the import system binds the submodule here; the property serves it
         pass
 
 

@@ -17,8 +17,6 @@ import weakref
 from pathlib import Path
 
 from duo_unlearn.configs import field_default
-from duo_unlearn.lora import LORA_WEIGHTS_NAME
-from duo_unlearn.pipelines import SHAPEWORLD
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +88,9 @@ def ignored_settings(cfg, ignored: tuple[str, ...], why: str) -> list[str]:
 # ---------------------------------------------------------------------------- shared checks
 def check_model_source(name: str, option: str = "--pretrained-model") -> None:
     """'shapeworld', a diffusers pipeline folder (model_index.json) or a well-formed hub id."""
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
+    from duo_unlearn.pipelines import SHAPEWORLD
+
     if name == SHAPEWORLD:
         return
     path = Path(name).expanduser()
@@ -140,6 +141,8 @@ def check_pair_folder(folder: str, option: str = "--pairs-dir") -> None:
 
 
 def check_lora_folder(folder: str, option: str) -> None:
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
+
     path = Path(folder)
     if not (path / LORA_WEIGHTS_NAME).is_file():
         what = "not found" if not path.exists() else f"has no {LORA_WEIGHTS_NAME} (a `duo train` output)"
@@ -262,6 +265,8 @@ def check_pairs(cfg, *, load_model: bool = True, load_detector: bool = True) -> 
 
 def check_attack(cfg) -> None:
     """`duo attack` / ``run_attack``."""
+    from duo_unlearn.pipelines import SHAPEWORLD
+
     check_model_source(cfg.pretrained_model)
     check_output_dir(cfg.output_dir)
     if cfg.lora:
@@ -276,6 +281,8 @@ def check_attack(cfg) -> None:
 
 def check_eval(cfg) -> None:
     """`duo eval` / ``run_eval``: a real model needs its inputs; ShapeWorld takes none of them."""
+    from duo_unlearn.pipelines import SHAPEWORLD
+
     check_output_dir(cfg.output_dir)
     if getattr(cfg, "report_only", False):
         results = Path(cfg.output_dir) / "report" / "results.json"
