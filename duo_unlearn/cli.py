@@ -37,8 +37,12 @@ WORLD_COMMANDS = {
     "train-detector": ("train the ShapeWorld concept detector",
                        ("duo_unlearn.world.configs", "DetectorTrainConfig")),
 }
+# the names diffusers' training scripts give some settings (train_dreambooth_lora.py, ...)
+DIFFUSERS_ALIASES = {"pretrained_model": ("--pretrained-model-name-or-path",), "lora_rank": ("--rank",),
+                     "validation_prompts": ("--validation-prompt",)}
 EPILOG = ("Every flag also takes the snake_case spelling of diffusers' training scripts "
-          "(--mixed_precision = --mixed-precision).")
+          "(--mixed_precision = --mixed-precision), and their names --pretrained_model_name_or_path, "
+          "--rank, --validation_prompt.")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +68,8 @@ def _with_config(sub: argparse.ArgumentParser, cls: type) -> None:
     sub.add_argument("--config", help=f"YAML file setting any {cls.__name__} field")
     sub.add_argument("--print-config", action="store_true",
                      help="print the resolved settings as YAML (defaults < --config < flags) and exit")
-    add_dataclass_arguments(sub, cls)
+    add_dataclass_arguments(sub, cls, {k: v for k, v in DIFFUSERS_ALIASES.items()
+                                       if k in {f.name for f in dataclasses.fields(cls)}})
     sub.set_defaults(config_class=cls)
 
 

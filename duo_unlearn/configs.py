@@ -98,31 +98,33 @@ def field_default(field: dataclasses.Field) -> Any:
     return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per field (dashes for underscores); defaults stay unset so YAML can fill them."""
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
+                            aliases: dict[str, tuple[str, ...]] | None = None) -> None:
+    """One ``--flag`` per field (dashes for underscores), plus any ``aliases`` by field name;
+    defaults stay unset so YAML can fill them."""
     docs = field_docs(cls)
     choices = field_choices(cls)
     for field in dataclasses.fields(cls):
         tp = _field_type(cls, field)
-        flag = "--" + field.name.replace("_", "-")
+        flag = ["--" + field.name.replace("_", "-"), *(aliases or {}).get(field.name, ())]
         optional = _is_optional(cls, field)
         help_text = f"{docs.get(field.name, '')} (default: {field_default(field)})".strip()
         if optional:
             help_text += "; 'none' unsets it"
         if tp is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+            parser.add_argument(*flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
         elif typing.get_origin(tp) in (list, tuple):
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
-            parser.add_argument(flag, dest=field.name, nargs="+", type=inner, default=None, help=help_text)
+            parser.add_argument(*flag, dest=field.name, nargs="+", type=inner, default=None, help=help_text)
         elif field.name in choices:
             allowed = list(choices[field.name]) + (["none"] if optional else [])
-            parser.add_argument(flag, dest=field.name, choices=[*choices[field.name], EXPLICIT_NONE] if optional
+            parser.add_argument(*flag, dest=field.name, choices=[*choices[field.name], EXPLICIT_NONE] if optional
                                 else choices[field.name], type=_with_none(str) if optional else str,
                                 default=None, metavar="{" + ",".join(map(str, allowed)) + "}", help=help_text)
         else:
             convert = tp if tp in (int, float, str) else str
-            parser.add_argument(flag, dest=field.name, type=_with_none(convert) if optional else convert,
+            parser.add_argument(*flag, dest=field.name, type=_with_none(convert) if optional else convert,
                                 default=None, help=help_text)
 
 

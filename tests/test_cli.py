@@ -146,3 +146,16 @@ def test_public_api_is_lazy_and_complete():
     done = subprocess.run([sys.executable, "-c", "import sys, duo_unlearn; print('torch' in sys.modules)"],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_diffusers_script_flag_names():
+    from duo_unlearn.cli import _config
+    from duo_unlearn.config import DUOConfig
+
+    args = build_parser().parse_args(["train", "--pretrained_model_name_or_path", "org/model", "--rank", "8",
+                                      "--validation_prompt", "a dog", "a cat", "--train_batch_size", "2",
+                                      "--gradient_checkpointing", "--push_to_hub", "--hub_model_id", "me/m"])
+    cfg = _config(args, DUOConfig)
+    assert cfg.pretrained_model == "org/model" and cfg.lora_rank == 8 and cfg.train_batch_size == 2
+    assert cfg.validation_prompts == ("a dog", "a cat") and cfg.gradient_checkpointing and cfg.push_to_hub
+    assert cfg.hub_model_id == "me/m"
