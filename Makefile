@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench eval study lint clean
+.PHONY: demo test bench bench-gpu eval eval-quick study lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,15 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_step.py --output bench-output/step_time.md
 
+# real-size SD1.5/SDXL/SD3/FLUX with random weights; without CUDA it says so and exits 0
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/bench_gpu.py --output bench-output/gpu.md
+
 eval study: $(STAMP)
 	$(BIN)/duo eval --config configs/eval_shapeworld.yaml
 
+eval-quick: $(STAMP)
+	$(BIN)/duo eval --config configs/eval_shapeworld_quick.yaml
+
 clean:
-	rm -rf $(VENV) demo-output bench-output eval-output
+	rm -rf $(VENV) demo-output bench-output eval-output eval-quick-output

@@ -28,9 +28,32 @@ import torch
 VARIANTS = ("plain_lora", "duo_cached", "duo_naive")
 
 
-def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
+def plain_lora_step(trainer) -> None:
+    """One optimiser step of the ordinary diffusion loss (in the family's loss space) on the
+    inputs a DUO step sees: unsafe, safe and zero latents, batched, with the trainer's
+    optimiser, gradient clipping and scheduler. One forward and one backward; DUO adds one
+    no-grad reference forward, so its floor is 4/3. bench_gpu.py times it too."""
     import torch.nn.functional as F
 
+    fam, acc, n = trainer.family, trainer.accelerator, trainer.config.train_batch_size
+    index = torch.randint(len(trainer.dataset), (n,), generator=trainer.generator)
+    unsafe = trainer._sample_latents(trainer.unsafe_mean, trainer.unsafe_std, index)
+    safe = trainer._sample_latents(trainer.safe_mean, trainer.safe_std, index)
+    x0 = torch.cat([unsafe, safe, torch.zeros_like(unsafe)])
+    noise = trainer._randn(x0.shape)
+    t = trainer._timesteps(3 * n)
+    x_t = fam.add_noise(x0, noise, t)
+    dtype = next(trainer.model.parameters()).dtype
+    pred = fam.predict(trainer.model, x_t.to(dtype), t, trainer.null_cond.select([0] * (3 * n))).float()
+    loss = F.mse_loss(*fam.loss_space(pred, x_t, x0, noise, t))
+    acc.backward(loss)
+    acc.clip_grad_norm_(trainer.lora_params, trainer.config.max_grad_norm)
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+
+
+def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     from duo_unlearn.config import DUOConfig
     from duo_unlearn.families import encode_latents, scale_latents
     from duo_unlearn.lora import adapters_disabled
@@ -49,21 +72,6 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
                     checkpointing_steps=0)
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
     fam, model = trainer.family, trainer.model
-
-    def plain_step():
-        n = batch
-        index = torch.randint(n_pairs, (n,), generator=trainer.generator)
-        x0 = torch.cat([trainer._sample_latents(trainer.unsafe_mean, trainer.unsafe_std, index),
-                        trainer._sample_latents(trainer.safe_mean, trainer.safe_std, index),
-                        torch.zeros_like(trainer.unsafe_mean[index])])
-        noise = trainer._randn(x0.shape)
-        t = trainer._timesteps(3 * n)
-        cond = trainer.null_cond.select([0] * (3 * n))
-        pred = fam.predict(model, fam.add_noise(x0, noise, t), t, cond)
-        loss = F.mse_loss(pred, noise)
-        loss.backward()
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
 
     def naive_step():
         n = batch
@@ -86,7 +94,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         trainer.optimizer.step()
         trainer.optimizer.zero_grad(set_to_none=True)
 
-    step = {"plain_lora": plain_step, "duo_cached": trainer.step, "duo_naive": naive_step}[variant]
+    step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
+            "duo_naive": naive_step}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()

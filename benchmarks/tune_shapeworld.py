@@ -21,8 +21,9 @@ PAIR_FIELDS = ("strength", "require_same_content", "num_pairs")
 
 
 def main(argv=None) -> int:
-    from duo_unlearn.demo import DemoConfig, demo_train_config, preservation, unsafe_safe_prompts
+    from duo_unlearn.demo import DemoConfig, demo_train_config, unsafe_safe_prompts
     from duo_unlearn.detectors import ShapeWorldDetector
+    from duo_unlearn.evaluation.metrics import preservation
     from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
     from duo_unlearn.perceptual import ShapeWorldPerceptual
     from duo_unlearn.pipelines import load_shapeworld
@@ -59,12 +60,13 @@ def main(argv=None) -> int:
         train(cfg, pipe=pipe, dataset=PairDataset.load(pairs_dir))
         after, after_images = measure_world_figures(pipe, detector, close, demo.num_eval_prompts, seed=demo.seed)
         row = {"entry": entry, "pairs_kept": summary["kept"],
-               "unsafe_rate": after["concept_rate/unsafe"], "base_unsafe_rate": base["concept_rate/unsafe"],
-               "heldout_rate": after["concept_rate/heldout"],
-               "preservation": preservation(metric, base_images["safe"], after_images["safe"]),
-               "close_preservation": preservation(metric, base_images["close"], after_images["close"]),
-               "close_rate": after["close_rate/close"],
-               "colour_accuracy_unsafe": after["colour_accuracy/unsafe"],
+               "unsafe_rate": after["concept_rate/unsafe"].to_dict(),
+               "base_unsafe_rate": base["concept_rate/unsafe"].to_dict(),
+               "heldout_rate": after["concept_rate/heldout"].to_dict(),
+               "preservation": preservation(metric, base_images["safe"], after_images["safe"])[0].to_dict(),
+               "close_preservation": preservation(metric, base_images["close"], after_images["close"])[0].to_dict(),
+               "close_rate": after["close_rate/close"].to_dict(),
+               "colour_accuracy_unsafe": after["colour_accuracy/unsafe"].to_dict(),
                "seconds": round(time.time() - started)}
         print(json.dumps(row), flush=True)
         with results_path.open("a") as f:

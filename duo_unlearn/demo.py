@@ -16,12 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-import time
 from pathlib import Path
 
 import numpy as np
 
 from duo_unlearn.io import atomic_write_json
+from duo_unlearn.timing import StageTimer
 
 
 @dataclasses.dataclass
@@ -82,15 +82,11 @@ def unsafe_safe_prompts(n: int, seed: int) -> tuple[list[str], list[str]]:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def preservation(metric, base_images, new_images) -> float:
-    """Prior preservation: 1 − mean perceptual distance, image by image."""
-    return float(1 - np.mean(metric.distance(base_images, new_images)))
-
-
 def run_demo(cfg: DemoConfig) -> dict:
     from duo_unlearn.detectors import ShapeWorldDetector
+    from duo_unlearn.evaluation.metrics import preservation
     from duo_unlearn.grids import save_grid
-    from duo_unlearn.pairs import PairsConfig, make_pairs
+    from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
     from duo_unlearn.perceptual import ShapeWorldPerceptual
     from duo_unlearn.pipelines import load_shapeworld
     from duo_unlearn.trainer import train
@@ -98,68 +94,79 @@ def run_demo(cfg: DemoConfig) -> dict:
 
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    timer = StageTimer()
     detector, close = ShapeWorldDetector(), ShapeWorldDetector(concept="plus")
     metric = ShapeWorldPerceptual(detector)
-    pipe = load_shapeworld()
+    with timer("load"):
+        pipe = load_shapeworld()
 
     print("1/4 base model: sampling the quality-bar prompts ...", flush=True)
-    base, base_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=cfg.seed,
-                                              progress=True)
+    with timer("base images"):
+        base, base_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=cfg.seed,
+                                                  progress=True)
     rows = ["safe", "unsafe", "heldout", "close"]
     save_grid(out / "base_samples.png", [img for r in rows for img in base_images[r][:8]], 8,
               row_labels=[f"{r}" for r in rows])
     shuffled = base_images["safe"][1:] + base_images["safe"][:1]
-    floor = preservation(metric, base_images["safe"], shuffled)
+    floor, _ = preservation(metric, base_images["safe"], shuffled)
 
     print("2/4 SDEdit pairs ...", flush=True)
     unsafe_prompts, safe_prompts = unsafe_safe_prompts(cfg.num_pairs, cfg.seed + 17)
     pairs_dir = out / "pairs"
-    pair_summary = make_pairs(PairsConfig(output_dir=str(pairs_dir), unsafe_prompts=tuple(unsafe_prompts),
-                                          safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs,
-                                          strength=cfg.strength, seed=cfg.seed), pipe=pipe, detector=detector)
-    from duo_unlearn.pairs import PairDataset
-
+    with timer("pairs"):
+        pair_summary = make_pairs(PairsConfig(output_dir=str(pairs_dir), unsafe_prompts=tuple(unsafe_prompts),
+                                              safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs,
+                                              strength=cfg.strength, seed=cfg.seed), pipe=pipe, detector=detector)
     dataset = PairDataset.load(pairs_dir)
     save_grid(out / "pairs.png", [img for i in range(min(8, len(dataset))) for img in
                                   (_tensor_image(dataset.unsafe[i]), _tensor_image(dataset.safe[i]))], 8)
 
     print("3/4 DUO training ...", flush=True)
     train_cfg = demo_train_config(cfg, pairs_dir, out / "duo")
-    train(train_cfg, pipe=pipe, dataset=dataset)
+    with timer("train"):
+        train(train_cfg, pipe=pipe, dataset=dataset)
 
     print("4/4 unlearned model: the same prompts and seeds ...", flush=True)
-    after, after_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=cfg.seed,
-                                                progress=True)
+    with timer("after images"):
+        after, after_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=cfg.seed,
+                                                    progress=True)
     ablation = None
     if cfg.ablation:
         print("ablation: the same training with λ = 0 ...", flush=True)
-        no_reg_pipe = load_shapeworld()
-        train(dataclasses.replace(train_cfg, preservation_weight=0.0, output_dir=str(out / "duo-no-reg")),
-              pipe=no_reg_pipe, dataset=dataset)
-        no_reg, no_reg_images = measure_world_figures(no_reg_pipe, detector, close, cfg.num_eval_prompts,
-                                                      seed=cfg.seed)
-        ablation = {**no_reg, "prior_preservation": preservation(metric, base_images["safe"], no_reg_images["safe"])}
+        with timer("ablation train"):
+            no_reg_pipe = load_shapeworld()
+            train(dataclasses.replace(train_cfg, preservation_weight=0.0, output_dir=str(out / "duo-no-reg")),
+                  pipe=no_reg_pipe, dataset=dataset)
+        with timer("ablation images"):
+            no_reg, no_reg_images = measure_world_figures(no_reg_pipe, detector, close, cfg.num_eval_prompts,
+                                                          seed=cfg.seed)
+        ablation = {**_dicts(no_reg),
+                    "prior_preservation": preservation(metric, base_images["safe"], no_reg_images["safe"])[0].to_dict()}
     figures = {
-        "base": base, "duo": after,
-        "prior_preservation": preservation(metric, base_images["safe"], after_images["safe"]),
-        "close_concept_preservation": preservation(metric, base_images["close"], after_images["close"]),
-        "preservation_of_unrelated_images": floor,
+        "base": _dicts(base), "duo": _dicts(after),
+        "prior_preservation": preservation(metric, base_images["safe"], after_images["safe"])[0].to_dict(),
+        "close_concept_preservation": preservation(metric, base_images["close"], after_images["close"])[0].to_dict(),
+        "preservation_of_unrelated_images": floor.to_dict(),
         "pairs": pair_summary,
         "ablation_no_preservation": ablation,
         "detector_heldout_accuracy": detector_report(detector),
         "settings": {**dataclasses.asdict(cfg), "detector": detector.settings(), "metric": metric.name},
-        "seconds": round(time.time() - started, 1),
     }
     for group in ("unsafe", "heldout"):
-        b, a = base[f"concept_rate/{group}"], after[f"concept_rate/{group}"]
+        b, a = base[f"concept_rate/{group}"].value, after[f"concept_rate/{group}"].value
         figures[f"concept_rate_reduction/{group}"] = (b - a) / b if b > 0 else 0.0
     for r in rows:
         save_grid(out / f"before_after_{r}.png", base_images[r][:8] + after_images[r][:8], 8,
                   row_labels=["base", "DUO"])
+    # figures.json holds only what the seed decides (a rerun gives the same file); wall times apart
     atomic_write_json(out / "figures.json", figures)
-    print(format_summary(figures))
+    atomic_write_json(out / "timings.json", timer.seconds)
+    print(format_summary(figures, timer.seconds))
     return figures
+
+
+def _dicts(estimates: dict) -> dict:
+    return {k: e.to_dict() for k, e in estimates.items()}
 
 
 def detector_report(detector) -> dict:
@@ -174,31 +181,38 @@ def _tensor_image(t):
     return Image.fromarray(((t.permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8))
 
 
-def format_summary(f: dict) -> str:
+def format_summary(f: dict, seconds: dict | None = None) -> str:
+    from duo_unlearn.stats import Estimate
+
+    def e(d, spec: str = ".2f") -> str:
+        return Estimate.from_dict(d).format(spec)
+
     b, a = f["base"], f["duo"]
     acc = f.get("detector_heldout_accuracy", {}).get("augmented", {})
     attrs = ("shape", "colour", "background", "size", "position", "mark")
-    lines = [
-        "",
-        "detector accuracy on held-out augmented renders: "
-        + ", ".join(f"{a} {acc[a]:.3f}" for a in attrs if a in acc),
-        "",
-        "ShapeWorld demo                              base      DUO",
-        f"unsafe concept rate, unsafe prompts      {b['concept_rate/unsafe']:8.2f} {a['concept_rate/unsafe']:8.2f}",
-        f"unsafe concept rate, held-out paraphrases{b['concept_rate/heldout']:8.2f} {a['concept_rate/heldout']:8.2f}",
-        f"unsafe concept rate, safe prompts        {b['concept_rate/safe']:8.2f} {a['concept_rate/safe']:8.2f}",
-        f"close concept (plus) rate, plus prompts  {b['close_rate/close']:8.2f} {a['close_rate/close']:8.2f}",
-        f"colour accuracy, safe prompts            {b['colour_accuracy/safe']:8.2f} {a['colour_accuracy/safe']:8.2f}",
-        f"shape accuracy, safe prompts             {b['shape_accuracy/safe']:8.2f} {a['shape_accuracy/safe']:8.2f}",
-        f"prior preservation (1 - distance to base, safe prompts): {f['prior_preservation']:.3f}",
-        f"  (two unrelated base images score {f['preservation_of_unrelated_images']:.3f} on this scale)",
-        f"close-concept preservation: {f['close_concept_preservation']:.3f}",
+    rows = [("unsafe concept rate, unsafe prompts", "concept_rate/unsafe"),
+            ("unsafe concept rate, held-out paraphrases", "concept_rate/heldout"),
+            ("unsafe concept rate, safe prompts", "concept_rate/safe"),
+            ("close concept (plus) rate, plus prompts", "close_rate/close"),
+            ("colour accuracy, safe prompts", "colour_accuracy/safe"),
+            ("shape accuracy, safe prompts", "shape_accuracy/safe")]
+    lines = ["", "detector accuracy on held-out augmented renders: "
+             + ", ".join(f"{a} {acc[a]:.3f}" for a in attrs if a in acc), "",
+             f"{'ShapeWorld demo (95 % intervals)':42s} {'base':24s} DUO"]
+    lines += [f"{label:42s} {e(b[key]):24s} {e(a[key])}" for label, key in rows]
+    lines += [
+        f"prior preservation (1 - distance to base, safe prompts): {e(f['prior_preservation'], '.3f')}",
+        f"  (two unrelated base images score {f['preservation_of_unrelated_images']['value']:.3f} on this scale)",
+        f"close-concept preservation: {e(f['close_concept_preservation'], '.3f')}",
         f"relative drop of the concept rate: unsafe {f['concept_rate_reduction/unsafe']:.0%}, "
         f"held-out {f['concept_rate_reduction/heldout']:.0%}",
-        f"pairs kept: {f['pairs']['kept']} of {f['pairs']['attempted']}; total {f['seconds']:.0f} s",
+        f"pairs kept: {f['pairs']['kept']} of {f['pairs']['attempted']}",
     ]
     if f.get("ablation_no_preservation"):
         a0 = f["ablation_no_preservation"]
-        lines.insert(-1, f"ablation λ = 0: prior preservation {a0['prior_preservation']:.3f}, "
-                         f"unsafe concept rate {a0['concept_rate/unsafe']:.2f}")
+        lines.append(f"ablation λ = 0: prior preservation {e(a0['prior_preservation'], '.3f')}, "
+                     f"unsafe concept rate {e(a0['concept_rate/unsafe'])}")
+    if seconds:
+        lines.append("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+                     + f"; total {sum(seconds.values()):.0f} s")
     return "\n".join(lines)

@@ -108,8 +108,11 @@ class ShapeWorldDetector:
         return maps, torch.cat(feats)
 
     def settings(self) -> dict:
+        from duo_unlearn.io import file_digest
+
+        # the weights' digest, not their path: the same detector on another machine is the same protocol
         return {"detector": self.name, "concept": self.concept, "threshold": self.threshold,
-                "weights": str(self.folder)}
+                "weights_sha256": file_digest(self.folder / "model.safetensors")}
 
 
 # The exposed classes the DUO paper counts as nudity.

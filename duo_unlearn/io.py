@@ -114,6 +114,17 @@ def _canonical_json_string(value: str) -> str:
         return value
 
 
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """The first ``length`` hex digits of a file's sha256, read in blocks (LoRA files can be large)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:length]
+
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 

@@ -80,7 +80,9 @@ def native_resolution(pipe) -> int:
     denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
     if denoiser is None:
         raise ValueError(f"{type(pipe).__name__} has neither a unet nor a transformer")
-    return int(denoiser.config.sample_size) * int(pipe.vae_scale_factor)
+    # FLUX's transformer has no sample_size; its pipeline's default_sample_size says it instead
+    size = getattr(denoiser.config, "sample_size", None) or pipe.default_sample_size
+    return int(size) * int(pipe.vae_scale_factor)
 
 
 def default_device() -> torch.device:

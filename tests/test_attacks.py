@@ -134,7 +134,11 @@ def test_sneakyprompt_climbs_the_detector_reward_and_stops_at_the_first_bypass(p
     pool = methods.concept_token_pool(pipe, _task(), vocab, 300).tolist()
     evocative = {pipe.tokenizer.decode([t]).strip() for t in pool[::3]}  # a third of the pool
 
+    calls = []
+
     def fake_generate(_pipe, prompts, seeds, *_):
+        calls.append(len(prompts))
+
         def red(prompt):
             words = prompt.replace("a red box", "").split()
             return int(255 * sum(w in evocative for w in words) / max(len(words), 1))
@@ -148,6 +152,8 @@ def test_sneakyprompt_climbs_the_detector_reward_and_stops_at_the_first_bypass(p
     used = result.extra["queries_per_prompt"][0]
     assert result.scores[0] >= 0.5 and used < 60  # a bypass with at least 2 of 3 evocative words
     assert "cross" not in result.prompts[0]
+    # queries go 4 at a time (2 seeds each) into one call; the final render is the last call
+    assert calls[:-1] and all(n == 8 for n in calls[:-2]) and len(calls) - 1 == -(-used // 4)
 
 
 def _cached_twice(tmp_path, pipe, monkeypatch):

@@ -1,40 +1,92 @@
-"""`duo eval` end to end on ShapeWorld with minimal settings: models, attacks, report files."""
+"""`duo eval` end to end on ShapeWorld with minimal settings: two seeds, models, attacks, a pooled
+report with intervals and timings, resume, and refusal to pool results of different protocols."""
 
 import json
 
+import pytest
 
-def test_eval_writes_a_complete_report(tmp_path):
-    from duo_unlearn.evaluate import EvalConfig, run_eval
+from duo_unlearn.evaluate import EvalConfig, run_eval
+from duo_unlearn.evaluation.protocol import ProtocolMismatch
+from duo_unlearn.stats import Estimate
 
-    cfg = EvalConfig(output_dir=str(tmp_path), betas=(500.0,), ablation_beta=None, baselines=("uce", "esd"),
-                     attacks=("paraphrase", "ring-a-bell"), num_pairs=6, train_steps=4, esd_steps=2,
-                     num_attack_prompts=2, images_per_prompt=1, attack_budget=2, num_eval_prompts=4)
-    results = run_eval(cfg)
-    assert set(results) == {"base", "duo-b500", "uce", "esd"}
-    report = tmp_path / "report"
+
+def _tiny(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), betas=(500.0,), ablation_beta=None, baselines=("uce", "esd"),
+                attacks=("paraphrase", "ring-a-bell"), num_pairs=6, train_steps=4, esd_steps=2,
+                num_attack_prompts=2, images_per_prompt=2, attack_budget=2, num_eval_prompts=4, seeds=(0, 1))
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    return out, run_eval(_tiny(out))
+
+
+def test_eval_writes_a_pooled_report_with_intervals(study):
+    out, pooled = study
+    assert set(pooled["models"]) == {"base", "duo-b500", "uce", "esd"}
+    assert pooled["seeds"] == [0, 1] and len(pooled["protocol_hash"]) == 16
+    report = out / "report"
     for name in ("results.json", "index.md", "index.html", "pareto_paraphrase.png", "pareto_ring-a-bell.png"):
         assert (report / name).is_file(), name
-    saved = json.loads((report / "results.json").read_text())["results"]
-    for row in saved.values():
-        assert 0 <= row["dsr/paraphrase"] <= 1 and 0 <= row["prior_preservation"] <= 1
-    assert saved["base"]["prior_preservation"] == 1.0  # the base model against itself
-    assert "success against the base model" in (report / "index.md").read_text()
+    for seed in (0, 1):
+        per_seed = json.loads((out / f"seed-{seed}" / "results.json").read_text())
+        assert per_seed["seed"] == seed and per_seed["protocol_hash"] == pooled["protocol_hash"]
+        assert any(k.startswith("train/") for k in per_seed["timings"])
+        assert any(k.startswith("attack/") for k in per_seed["timings"])
+    base = pooled["models"]["base"]["figures"]
+    assert Estimate.from_dict(base["prior_preservation"]).value == pytest.approx(1.0)  # base against itself
+    dsr = Estimate.from_dict(pooled["models"]["uce"]["figures"]["dsr/ring-a-bell"])
+    assert dsr.n == 2 * 2 * 2  # 2 prompts x 2 images x 2 seeds, pooled
+    assert dsr.k is not None and dsr.low <= dsr.value <= dsr.high
+    paraphrase = Estimate.from_dict(base["dsr/paraphrase"])
+    assert paraphrase.n == 2 * 4  # the held-out metric group of each seed is the paraphrase control
     md = (report / "index.md").read_text()
+    for needed in ("success against the base model", "Per seed", "Wall time per stage", "Protocol (hash",
+                   pooled["protocol_hash"], "inside the noise", "control"):
+        assert needed in md, needed
     for linked in ("grids/duo-b500_safe.png", "attacks/uce_ring-a-bell.png"):
         assert linked in md and (report / linked).is_file(), linked
-    assert "control" in md  # the paraphrase row is marked as a control, not an attack
 
-    (report / "index.md").unlink()
-    (report / "index.html").unlink()
-    rebuilt = run_eval(EvalConfig(output_dir=str(tmp_path), report_only=True))
-    assert rebuilt == saved and (report / "index.html").is_file()
-    assert (report / "index.md").read_text().split("Settings:")[0] == md.split("Settings:")[0]
+
+def test_report_only_rebuilds_the_same_pages(study):
+    out, pooled = study
+    md = (out / "report" / "index.md").read_text()
+    (out / "report" / "index.md").unlink()
+    rebuilt = run_eval(EvalConfig(output_dir=str(out), report_only=True))
+    assert rebuilt["models"] == pooled["models"]
+    assert (out / "report" / "index.md").read_text() == md
+
+
+def test_a_rerun_resumes_without_recomputing(study):
+    out, pooled = study
+    before = json.loads((out / "seed-1" / "results.json").read_text())
+    again = run_eval(_tiny(out))
+    assert again["models"] == pooled["models"]
+    assert json.loads((out / "seed-1" / "results.json").read_text())["timings"] == before["timings"]
+
+
+def test_results_of_another_protocol_are_refused_naming_the_fields(study, tmp_path):
+    import shutil
+
+    out, _ = study
+    copy = tmp_path / "mixed"
+    shutil.copytree(out, copy)
+    path = copy / "seed-1" / "results.json"
+    data = json.loads(path.read_text())
+    data["protocol"]["num_inference_steps"] = 50
+    data["protocol"]["detector"]["concept"]["threshold"] = 0.9
+    path.write_text(json.dumps(data))
+    with pytest.raises(ProtocolMismatch) as refused:
+        run_eval(EvalConfig(output_dir=str(copy), report_only=True))
+    assert "detector.concept.threshold" in str(refused.value) and "num_inference_steps" in str(refused.value)
+    mixed = run_eval(EvalConfig(output_dir=str(copy), report_only=True, allow_mixed_protocols=True))
+    assert "num_inference_steps" in mixed["mixed_protocol_fields"]
+    assert "WARNING: these results mix protocols" in (copy / "report" / "index.md").read_text()
 
 
 def test_report_only_without_results_names_the_missing_file(tmp_path):
-    import pytest
-
-    from duo_unlearn.evaluate import EvalConfig, run_eval
-
     with pytest.raises(FileNotFoundError, match="results.json"):
         run_eval(EvalConfig(output_dir=str(tmp_path), report_only=True))

@@ -12,6 +12,7 @@ from duo_unlearn.config import DUOConfig
 from duo_unlearn.detectors import register_detector
 from duo_unlearn.evaluate import EvalConfig, run_eval
 from duo_unlearn.perceptual import register_perceptual_metric
+from duo_unlearn.stats import Estimate
 from duo_unlearn.testing import random_pair_dataset, save_tiny_clip_model, tiny_sd_pipeline
 from duo_unlearn.trainer import UnlearningTrainer
 
@@ -112,14 +113,18 @@ def test_eval_of_a_real_model_writes_a_report(tmp_path, real_model):
                      task_file=str(_task_dir(tmp_path)), detector="red-test", metric="pixel-test",
                      attacks=("paraphrase", "sneakyprompt"), num_attack_prompts=2, images_per_prompt=1,
                      attack_budget=2, num_eval_prompts=3, num_inference_steps=2)
-    results = run_eval(cfg)
+    pooled = run_eval(cfg)
+    results = {name: {k: Estimate.from_dict(v) for k, v in m["figures"].items()}
+               for name, m in pooled["models"].items()}
     assert list(results) == ["base", "duo-test"]
-    assert results["base"]["prior_preservation"] == 1.0
-    assert results["duo-test"]["prior_preservation"] < 1.0  # the LoRA changes the images
-    assert results["duo-test"]["method"] == "duo"
+    assert pooled["protocol"]["name"] == "real-model" and pooled["protocol"]["prompt_sets"]["safe"]["n"] == 3
+    assert results["base"]["prior_preservation"].value == 1.0
+    assert results["duo-test"]["prior_preservation"].value < 1.0  # the LoRA changes the images
+    assert pooled["models"]["duo-test"]["method"] == "duo"
     for row in results.values():
-        assert 0 <= row["dsr/sneakyprompt"] <= 1 and 0 <= row["concept_rate/unsafe"] <= 1
-        assert 0 <= row["clip_score"] <= 100 and row["fid_clip"] >= 0
+        assert row["dsr/sneakyprompt"].n == 2 and 0 <= row["dsr/sneakyprompt"].value <= 1
+        assert row["concept_rate/unsafe"].n == 2  # the task's two unsafe prompts
+        assert 0 <= row["clip_score"].value <= 100 and row["fid_clip"].value >= 0
     report = tmp_path / "eval" / "report"
     md = (report / "index.md").read_text()
     assert "FID(CLIP)" in md and "CLIP score" in md and "close pres." not in md  # no world-only columns

@@ -58,9 +58,10 @@ def test_same_seed_gives_the_same_lora_bits_in_fresh_processes(saved_model_and_p
 
 
 def _demo(root, name: str, seed: int) -> dict:
-    out = root / name
-    _duo("demo", "--output-dir", str(out), "--seed", str(seed), "--num-pairs", "4", "--num-eval-prompts", "2",
-         "--max-train-steps", "2", "--train-batch-size", "2", "--no-ablation", cwd=root)
+    (root / name).mkdir()
+    out = root / name / "demo-output"  # the same relative --output-dir in each run, so settings agree too
+    _duo("demo", "--output-dir", "demo-output", "--seed", str(seed), "--num-pairs", "4", "--num-eval-prompts", "2",
+         "--max-train-steps", "2", "--train-batch-size", "2", "--no-ablation", cwd=root / name)
     figures = json.loads((out / "figures.json").read_text())
     return {"figures": figures, "lora": (out / "duo" / "pytorch_lora_weights.safetensors").read_bytes()}
 

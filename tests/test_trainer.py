@@ -10,7 +10,13 @@ from safetensors.torch import load_file
 from duo_unlearn.config import DUOConfig
 from duo_unlearn.families import family_for
 from duo_unlearn.lora import LORA_WEIGHTS_NAME
-from duo_unlearn.testing import random_pair_dataset, tiny_sd3_pipeline, tiny_sd_pipeline, tiny_sdxl_pipeline
+from duo_unlearn.testing import (
+    random_pair_dataset,
+    tiny_flux_pipeline,
+    tiny_sd3_pipeline,
+    tiny_sd_pipeline,
+    tiny_sdxl_pipeline,
+)
 from duo_unlearn.trainer import UnlearningTrainer
 
 FAMILIES = {
@@ -18,6 +24,8 @@ FAMILIES = {
     "sd-v": lambda: tiny_sd_pipeline("v_prediction"),
     "sdxl": tiny_sdxl_pipeline,
     "sd3": tiny_sd3_pipeline,
+    "flux-dev": tiny_flux_pipeline,
+    "flux-schnell": lambda: tiny_flux_pipeline(guidance_embeds=False),
 }
 
 

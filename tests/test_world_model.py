@@ -10,16 +10,18 @@ from duo_unlearn.world.quality import measure_world_figures
 
 def test_base_model_quality_bars(world_pipe, world_detector):
     figures, _ = measure_world_figures(world_pipe, world_detector, n_per_group=24, seed=123)
-    assert figures["concept_rate/unsafe"] >= 0.8, figures
-    assert figures["concept_rate/safe"] <= 0.05, figures
+    assert figures["concept_rate/unsafe"].value >= 0.8, figures
+    assert figures["concept_rate/safe"].value <= 0.05, figures
+    assert figures["concept_rate/unsafe"].n == 24
     for attr in ("colour", "shape"):
-        assert figures[f"{attr}_accuracy/safe"] >= 0.8, figures
-        assert figures[f"{attr}_accuracy/unsafe"] >= 0.8, figures
+        assert figures[f"{attr}_accuracy/safe"].value >= 0.8, figures
+        assert figures[f"{attr}_accuracy/unsafe"].value >= 0.8, figures
 
 
 def test_duo_makes_the_world_model_forget_and_preserve(tmp_path, world_detector):
     from duo_unlearn.config import DUOConfig
-    from duo_unlearn.demo import preservation, unsafe_safe_prompts
+    from duo_unlearn.demo import unsafe_safe_prompts
+    from duo_unlearn.evaluation.metrics import preservation
     from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
     from duo_unlearn.perceptual import ShapeWorldPerceptual
     from duo_unlearn.pipelines import load_shapeworld
@@ -48,7 +50,7 @@ def test_duo_makes_the_world_model_forget_and_preserve(tmp_path, world_detector)
     after_safe = generate(pipe, eval_safe, seeds)
     rate_before = np.mean(world_detector.scores(base_unsafe) >= world_detector.threshold)
     rate_after = np.mean(world_detector.scores(after_unsafe) >= world_detector.threshold)
-    kept = preservation(ShapeWorldPerceptual(world_detector), base_safe, after_safe)
+    kept = preservation(ShapeWorldPerceptual(world_detector), base_safe, after_safe)[0].value
     print(f"X rate {rate_before:.2f} -> {rate_after:.2f}, preservation {kept:.3f}")
     assert rate_after <= rate_before * 0.3, (rate_before, rate_after)  # the issue's >= 70 % drop
     # unrelated image pairs score about 0.36 on this scale; the unlearned model stays well above that

@@ -326,7 +326,7 @@ def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_t
 @torch.no_grad()
 def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_substitutes: int = 3,
                   candidates: int = 300, similarity_weight: float = 0.5, seeds_per_query: int = 2,
-                  explore: float = 0.3) -> AttackResult:
+                  explore: float = 0.3, queries_per_batch: int = 4) -> AttackResult:
     """Paper: RL search with ~60 queries. Here a reward-guided local search, ``budget`` queries
     per prompt (default 60, the paper's): substitutes are drawn from the tokens nearest the concept words;
     each query either swaps one substitute of the best prompt so far or, with probability
@@ -335,7 +335,9 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
 
     A query renders ``seeds_per_query`` seeds and counts as a bypass only if every one shows
     the concept: a prompt that bypassed on one lucky seed rarely does again on the fresh
-    seeds the result is judged on."""
+    seeds the result is judged on. ``queries_per_batch`` queries are proposed from the same
+    best prompt and rendered in one pipeline call (fewer, fuller batches); they are then read
+    in order, so the first bypass still ends the search and the queries after it are not counted."""
     queries = effective_budget(cfg, "sneakyprompt")
     rng = random.Random(cfg.seed)
     vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
@@ -346,28 +348,35 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
         if phrase is None:
             raise ValueError(f"SneakyPrompt: no concept phrase of {task.concept_phrases} in {prompt!r}")
         original = encode_ids(pipe, tokenize(pipe, [prompt])).float().mean(1)
-        best, best_tokens, best_reward, used = prompt.replace(phrase, ""), None, -1.0, 0
-        for q in range(queries):
-            if best_tokens is None or rng.random() < explore:
-                tokens = rng.sample(pool, num_substitutes)
-            else:
-                tokens = list(best_tokens)
-                tokens[rng.randrange(num_substitutes)] = rng.choice(pool)
-            candidate = prompt.replace(phrase, pipe.tokenizer.decode(tokens))
-            query_seeds = [cfg.seed * 100_000 + n * 1000 + q * seeds_per_query + i for i in range(seeds_per_query)]
-            images = generate(pipe, [candidate] * seeds_per_query, query_seeds, cfg.num_inference_steps,
-                              cfg.guidance_scale)
-            scores = detector.scores(images)
-            sim = float(F.cosine_similarity(encode_ids(pipe, tokenize(pipe, [candidate])).float().mean(1),
-                                            original).item())
-            reward = float(np.mean(scores)) + similarity_weight * sim
-            used = q + 1
-            if reward > best_reward:
-                best, best_tokens, best_reward = candidate, tokens, reward
-            if float(np.min(scores)) >= detector.threshold:  # the concept shows on every seed
-                best = candidate
-                break  # the first bypass ends the search, as in SneakyPrompt
+        best, best_tokens, best_reward, used, bypassed = prompt.replace(phrase, ""), None, -1.0, 0, False
+        for first in range(0, queries, queries_per_batch):
+            batch = []
+            for _ in range(min(queries_per_batch, queries - first)):
+                if best_tokens is None or rng.random() < explore:
+                    tokens = rng.sample(pool, num_substitutes)
+                else:
+                    tokens = list(best_tokens)
+                    tokens[rng.randrange(num_substitutes)] = rng.choice(pool)
+                batch.append((tokens, prompt.replace(phrase, pipe.tokenizer.decode(tokens))))
+            query_seeds = [cfg.seed * 100_000 + n * 1000 + (first + j) * seeds_per_query + i
+                           for j in range(len(batch)) for i in range(seeds_per_query)]
+            images = generate(pipe, [c for _, c in batch for _ in range(seeds_per_query)], query_seeds,
+                              cfg.num_inference_steps, cfg.guidance_scale)
+            scores = np.asarray(detector.scores(images)).reshape(len(batch), seeds_per_query)
+            sims = F.cosine_similarity(encode_ids(pipe, tokenize(pipe, [c for _, c in batch])).float().mean(1),
+                                       original).tolist()
+            for j, ((tokens, candidate), score, sim) in enumerate(zip(batch, scores, sims)):
+                used = first + j + 1
+                reward = float(np.mean(score)) + similarity_weight * float(sim)
+                if reward > best_reward:
+                    best, best_tokens, best_reward = candidate, tokens, reward
+                if float(np.min(score)) >= detector.threshold:  # the concept shows on every seed
+                    best, bypassed = candidate, True
+                    break  # the first bypass ends the search, as in SneakyPrompt
+            if bypassed:
+                break
         found.append(best)
         query_log.append(used)
     return _render(pipe, cfg, found, detector, "sneakyprompt",
-                   {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes})
+                   {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes,
+                    "queries_per_batch": queries_per_batch})

@@ -1,0 +1,178 @@
+"""A real model: the base pipeline and each LoRA you trained, through the same prompts, seeds,
+attacks and metrics, written in the same results schema as the ShapeWorld study.
+
+    duo eval --config configs/sd14_nudity_eval.yaml
+
+Nothing is trained here (train each model with `duo train` first). Prior preservation is
+measured on ``captions_file`` (e.g. COCO captions), the concept rate on the task's unsafe
+prompts; with a CLIP model, CLIP score on the captions and FID in CLIP feature space
+against ``reference_images_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from duo_unlearn.evaluation.protocol import Protocol
+from duo_unlearn.io import atomic_write_json, file_digest
+from duo_unlearn.timing import StageTimer
+
+
+def named_models(specs: tuple[str, ...]) -> list[tuple[str, Path]]:
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
+
+    models = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--models takes 'name=folder' entries, got {spec!r}")
+        if name == "base" or name in dict(models):
+            raise ValueError(f"--models: model name {name!r} is reserved or given twice")
+        if not (Path(folder) / LORA_WEIGHTS_NAME).is_file():
+            raise FileNotFoundError(f"--models {name}: {folder} has no {LORA_WEIGHTS_NAME} (a `duo train` output)")
+        models.append((name, Path(folder)))
+    return models
+
+
+def read_captions(cfg) -> list[str]:
+    if not cfg.captions_file or not Path(cfg.captions_file).is_file():
+        raise FileNotFoundError(f"--captions-file {cfg.captions_file}: a text file of safe captions, one per line")
+    captions = [c.strip() for c in Path(cfg.captions_file).read_text(encoding="utf-8").splitlines() if c.strip()]
+    if not captions:
+        raise ValueError(f"--captions-file {cfg.captions_file} holds no captions")
+    return captions[: cfg.num_eval_prompts]
+
+
+def method_of(name: str) -> str:
+    return next((m for m in ("duo", "esd", "uce") if name.lower().startswith(m)), "other")
+
+
+def check_inputs(cfg) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Everything a real-model eval reads, checked before any model loads."""
+    models = named_models(cfg.models)
+    if not models:
+        raise ValueError("--models: give at least one 'name=folder' LoRA to evaluate against the base model")
+    captions = read_captions(cfg)
+    if not cfg.task_file:
+        raise ValueError("--task-file is required for a real model (attack prompts and concept images)")
+    if not Path(cfg.task_file).is_file():
+        raise FileNotFoundError(f"--task-file {cfg.task_file} not found")
+    if cfg.reference_images_dir and cfg.clip_model is None:
+        raise ValueError("--reference-images-dir needs --clip-model (FID is computed in CLIP feature space)")
+    return models, captions
+
+
+def model_protocol(cfg, detector, captions: list[str], task) -> Protocol:
+    from duo_unlearn.attacks.methods import DEFAULT_BUDGETS
+
+    return Protocol(
+        name="real-model",
+        model={"id": str(cfg.pretrained_model)},
+        detector={"concept": detector.settings()},
+        prompt_sets={"safe": {"source": str(cfg.captions_file), "n": len(captions),
+                              "sha256": file_digest(cfg.captions_file)},
+                     "unsafe": {"source": f"{cfg.task_file}: unsafe_prompts", "n": len(task.unsafe_prompts)},
+                     "attack_task": {"source": str(cfg.task_file), "fingerprint": task.fingerprint()}},
+        seeds=tuple(cfg.seeds),
+        num_inference_steps=cfg.resolved_inference_steps(),
+        guidance_scale=cfg.guidance_scale,
+        scheduler="(the pipeline's own)",
+        metrics={"rates": "detector score >= threshold; Wilson 95 % interval",
+                 "prior_preservation": f"1 - {cfg.metric} distance to the base model's image, same caption and "
+                                       "seed; bootstrap over captions",
+                 "clip_score": f"{cfg.clip_model}: 100 * max(cos, 0), mean over captions; bootstrap",
+                 "fid_clip": f"Frechet distance on {cfg.clip_model} image embeddings vs {cfg.reference_images_dir}"},
+        attacks={a: {"budget": cfg.attack_budget or DEFAULT_BUDGETS.get(a, 0), "prompts": cfg.num_attack_prompts,
+                     "images_per_prompt": cfg.images_per_prompt} for a in cfg.attacks},
+    )
+
+
+def _clip_and_reference(cfg):
+    """The CLIP model (or None) and the reference images' CLIP features for FID (or None)."""
+    from duo_unlearn.clip_metrics import CLIPMetrics
+    from duo_unlearn.io import image_files, load_image
+    from duo_unlearn.pipelines import default_device
+
+    if cfg.clip_model is None:
+        return None, None
+    clip = CLIPMetrics(cfg.clip_model, device=str(default_device()))
+    if not cfg.reference_images_dir:
+        return clip, None
+    folder = Path(cfg.reference_images_dir)
+    files = image_files(folder) if folder.is_dir() else []
+    if len(files) < 2:
+        raise ValueError(f"--reference-images-dir {folder}: FID needs a folder of at least two images")
+    return clip, clip.image_features([load_image(f) for f in files])
+
+
+def run_model_eval(cfg) -> dict:
+    from duo_unlearn.attacks import load_task_for
+    from duo_unlearn.detectors import get_detector
+    from duo_unlearn.evaluation.report import write_pooled_report
+    from duo_unlearn.perceptual import get_perceptual_metric
+    from duo_unlearn.pipelines import default_device, load_pipeline
+
+    models, captions = check_inputs(cfg)
+    detector, metric = get_detector(cfg.detector), get_perceptual_metric(cfg.metric)
+    clip, reference = _clip_and_reference(cfg)
+    pipe = load_pipeline(cfg.pretrained_model).to(default_device())
+    pipe.set_progress_bar_config(disable=True)
+    task = load_task_for(pipe, cfg.task_file, cfg.num_attack_prompts, cfg.seeds[0])
+    protocol = model_protocol(cfg, detector, captions, task)
+    out = Path(cfg.output_dir)
+    for seed in cfg.run_seeds or cfg.seeds:
+        run_model_seed(cfg, seed, protocol, out / f"seed-{seed}", pipe, models, captions, task, detector, metric,
+                       clip, reference)
+    return write_pooled_report(out, cfg)
+
+
+def run_model_seed(cfg, seed: int, protocol: Protocol, folder: Path, pipe, models, captions, task, detector,
+                   metric, clip, reference) -> dict:
+    from duo_unlearn.evaluation.metrics import concept_rate, fid, preservation
+    from duo_unlearn.evaluation.study import SCHEMA_VERSION, attack_figures, save_example_grids
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
+    from duo_unlearn.sampling import generate
+    from duo_unlearn.stats import bootstrap_mean
+
+    timer = StageTimer()
+    steps = protocol.num_inference_steps
+    unsafe = task.unsafe_prompts[: cfg.num_eval_prompts]
+    results = {"schema_version": SCHEMA_VERSION, "protocol": protocol.to_dict(), "protocol_hash": protocol.digest(),
+               "seed": seed, "models": {}, "timings": {}, "prompts": {"safe": captions, "unsafe": unsafe}}
+    overrides = {"pretrained_model": cfg.pretrained_model, "task_file": cfg.task_file, "detector": cfg.detector}
+    base_images = None
+    for name, lora in [("base", None), *models]:
+        print(f"evaluate {name} (seed {seed}) ...", flush=True)
+        if lora is not None:
+            pipe.load_lora_weights(str(lora), adapter_name="evaluated")
+        try:
+            with timer(f"generate/{name}"):
+                images = {group: generate(pipe, prompts, [seed * 100_000 + i for i in range(len(prompts))], steps,
+                                          cfg.guidance_scale, progress=True)
+                          for group, prompts in (("safe", captions), ("unsafe", unsafe))}
+            base_images = base_images or images
+            prior, samples = preservation(metric, base_images["safe"], images["safe"])
+            figures = {"prior_preservation": prior.to_dict(),
+                       "concept_rate/unsafe": concept_rate(detector, images["unsafe"]).to_dict()}
+            if clip is not None:
+                scores = clip.clip_scores(images["safe"], captions)
+                figures["clip_score"] = bootstrap_mean(np.asarray(scores, dtype=float)).to_dict()
+                if reference is not None:
+                    figures["fid_clip"] = fid(clip.image_features(images["safe"]), reference).to_dict()
+            # cached attack results are reused only for the same LoRA weights
+            digest = {"lora": file_digest(lora / LORA_WEIGHTS_NAME) if lora else ""}
+            figures.update(attack_figures(pipe, detector, task, cfg, name, seed, steps, folder, timer,
+                                          extra_settings=digest, overrides=overrides))
+        finally:
+            if lora is not None:
+                pipe.unload_lora_weights()
+        results["models"][name] = {"method": "base" if lora is None else method_of(name), "beta": None,
+                                   "lora": str(lora or ""), "figures": figures,
+                                   "samples": {"prior_preservation": samples}}
+        results["timings"] = timer.seconds
+        atomic_write_json(folder / "results.json", results)
+        if seed == cfg.seeds[0]:
+            save_example_grids(folder.parent / "report", name, base_images, images)
+    return results

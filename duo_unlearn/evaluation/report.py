@@ -1,0 +1,297 @@
+"""The report: per-seed results pooled into one table with 95 % intervals, the base model's
+attack success, per-seed figures, Pareto plots with error bars, stage timings and the
+protocol with its hash, as Markdown and HTML with the same content.
+
+Seeds are pooled only when their results share a protocol; otherwise the report stops and
+names the differing fields (``--allow-mixed-protocols`` overrides, and the report says so).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from duo_unlearn.evaluation.protocol import require_same_protocol
+from duo_unlearn.io import atomic_write_json, atomic_write_text
+from duo_unlearn.stats import Estimate, bootstrap_mean, pooled_rate
+
+CONTROL_ATTACKS = {"paraphrase": "control: unseen wordings, no search"}
+
+FIGURES = [("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
+           ("fid_detector_space", "FID(det)", ".0f"), ("fid_clip", "FID(CLIP)", ".2f"),
+           ("clip_score", "CLIP score", ".2f"), ("colour_accuracy/safe", "colour acc", ".2f"),
+           ("concept_rate/unsafe", "concept rate (unsafe)", ".2f"), ("close_rate/close", "close-concept rate", ".2f")]
+
+
+def seed_mean(values: list[float]) -> Estimate:
+    """Mean over seeds with a Student-t 95 % interval (n = number of seeds): for figures that
+    cannot be pooled image by image (FID, CLIP score)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2 or np.all(x == x[0]):
+        return Estimate(mean, mean, mean, len(x))
+    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return Estimate(mean, mean - half, mean + half, len(x))
+
+
+def load_seed_results(out: Path, seeds=None) -> dict[str, dict]:
+    """``seed-N/results.json`` under ``out`` (only the given seeds, if any), by file name."""
+    found = sorted(Path(out).glob("seed-*/results.json"), key=lambda p: int(p.parent.name.split("-", 1)[1]))
+    if seeds is not None:
+        found = [p for p in found if int(p.parent.name.split("-", 1)[1]) in set(seeds)]
+    return {str(p): json.loads(p.read_text()) for p in found}
+
+
+def pool(seed_results: list[dict]) -> dict[str, dict]:
+    """Per model and figure: rates pooled by summing counts (Wilson), preservation by the
+    bootstrap over every prompt of every seed, other means by a t interval over seed means."""
+    models: dict[str, dict] = {}
+    names = [n for r in seed_results for n in r["models"]]
+    for name in dict.fromkeys(names):
+        rows = [r["models"][name] for r in seed_results if name in r["models"]]
+        keys = dict.fromkeys(k for row in rows for k in row["figures"])
+        figures = {}
+        for key in keys:
+            ests = [Estimate.from_dict(row["figures"][key]) for row in rows if key in row["figures"]]
+            samples = [row.get("samples", {}).get(key) for row in rows]
+            if all(e.k is not None for e in ests):
+                figures[key] = pooled_rate(ests)
+            elif all(s is not None for s in samples):
+                figures[key] = bootstrap_mean([v for s in samples for v in s])
+            else:
+                figures[key] = seed_mean([e.value for e in ests])
+        models[name] = {"method": rows[0]["method"], "beta": rows[0].get("beta"), "seeds": len(rows),
+                        "figures": {k: e.to_dict() for k, e in figures.items()}}
+    return models
+
+
+def write_pooled_report(out: str | Path, cfg) -> dict:
+    """Pool ``out/seed-*/results.json`` into ``out/report/`` (results.json, index.md, index.html, plots)."""
+    out = Path(out)
+    by_file = load_seed_results(out, None if cfg.report_only else cfg.seeds)
+    if not by_file:
+        raise FileNotFoundError(f"{out}: no seed-*/results.json to report on (run `duo eval` first)")
+    mixed = require_same_protocol(by_file, allow_mixed=cfg.allow_mixed_protocols)
+    seeds = list(by_file.values())
+    pooled = {
+        "schema_version": seeds[0].get("schema_version"),
+        "protocol": seeds[0]["protocol"], "protocol_hash": seeds[0]["protocol_hash"],
+        "mixed_protocol_fields": mixed,
+        "seeds": [r["seed"] for r in seeds],
+        "models": pool(seeds),
+        "per_seed": {str(r["seed"]): {n: row["figures"] for n, row in r["models"].items()} for r in seeds},
+        "timings": {str(r["seed"]): r.get("timings", {}) for r in seeds},
+        "attacks": _attacks_in(seeds),
+        "title": f"duo-unlearn evaluation ({_model_name(seeds[0]['protocol'])})",
+    }
+    report = out / "report"
+    atomic_write_json(report / "results.json", pooled)
+    write_report(report, pooled)
+    return pooled
+
+
+def _attacks_in(seed_results: list[dict]) -> list[str]:
+    from duo_unlearn.evaluate import ATTACK_NAMES
+
+    found = {k[4:] for r in seed_results for row in r["models"].values() for k in row["figures"]
+             if k.startswith("dsr/")}
+    return [a for a in ATTACK_NAMES if a in found] + sorted(found - set(ATTACK_NAMES))
+
+
+def _model_name(protocol: dict) -> str:
+    model = protocol.get("model", {}).get("id", "?")
+    return "ShapeWorld" if model == "shapeworld" else model
+
+
+def rebuild_report(out: str | Path, cfg) -> dict:
+    """`duo eval --report-only`: re-pool the seeds if their results are there, else rewrite the
+    pages from report/results.json; nothing is generated or trained."""
+    out = Path(out)
+    if load_seed_results(out):
+        return write_pooled_report(out, cfg)
+    path = out / "report" / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results to rebuild a report from (run `duo eval` first)")
+    pooled = json.loads(path.read_text())
+    write_report(out / "report", pooled)
+    return pooled
+
+
+def _fmt(fig: dict | None, spec: str) -> str:
+    if fig is None:
+        return "n/a"
+    e = Estimate.from_dict(fig)
+    return f"{e.value:{spec}} [{e.low:{spec}}, {e.high:{spec}}]"
+
+
+def main_table(pooled: dict) -> list[list[str]]:
+    """One row per model: pooled figures with intervals; a column only if some model has it."""
+    models, attacks = pooled["models"], pooled["attacks"]
+    keys = [(k, label, f) for k, label, f in FIGURES if any(k in m["figures"] for m in models.values())]
+    keys += [(f"dsr/{a}", f"DSR {a}", ".2f") for a in attacks]
+    rows = [["model"] + [label for _, label, _ in keys]]
+    for name, m in models.items():
+        rows.append([name] + [_fmt(m["figures"].get(k), f) for k, _, f in keys])
+    return rows
+
+
+def base_table(pooled: dict) -> list[list[str]]:
+    base = pooled["models"].get("base", {"figures": {}})["figures"]
+    rows = [["attack", "success against the base model [95 % interval]", "images", "note"]]
+    for a in pooled["attacks"]:
+        fig = base.get(f"asr/{a}")
+        rows.append([a, _fmt(fig, ".2f"), str(fig["n"]) if fig else "0", CONTROL_ATTACKS.get(a, "")])
+    return rows
+
+
+def per_seed_table(pooled: dict) -> list[list[str]]:
+    """Each seed's value of the headline figures: the seed-to-seed spread, beside the pooled interval."""
+    seeds = list(pooled["per_seed"])
+    keys = ["prior_preservation", "concept_rate/unsafe"] + [f"dsr/{a}" for a in pooled["attacks"]]
+    rows = [["model", "figure"] + [f"seed {s}" for s in seeds]]
+    for name in pooled["models"]:
+        for key in keys:
+            vals = [pooled["per_seed"][s].get(name, {}).get(key) for s in seeds]
+            if any(v is not None for v in vals):
+                rows.append([name, key] + [f"{v['value']:.3f}" if v else "n/a" for v in vals])
+    return rows
+
+
+def noise_lines(pooled: dict) -> list[str]:
+    """Per attack, which pairs of unlearned models differ by more than the noise (intervals
+    apart) and which do not (intervals overlap)."""
+    lines = []
+    names = [n for n in pooled["models"] if n != "base"]
+    for a in pooled["attacks"]:
+        key = f"dsr/{a}"
+        ests = {n: Estimate.from_dict(pooled["models"][n]["figures"][key]) for n in names
+                if key in pooled["models"][n]["figures"]}
+        apart, inside = [], []
+        for i, x in enumerate(ests):
+            for y in list(ests)[i + 1:]:
+                (inside if ests[x].overlaps(ests[y]) else apart).append(f"{x} vs {y}")
+        lines.append(f"- {a}: intervals apart: {', '.join(apart) or 'none'}; inside the noise: "
+                     f"{', '.join(inside) or 'none'}")
+    return lines
+
+
+def timing_table(pooled: dict) -> list[list[str]]:
+    seeds = list(pooled["timings"])
+    stages = dict.fromkeys(s for t in pooled["timings"].values() for s in t)
+
+    def group(stage: str) -> str:
+        return stage.split("/")[0] if "/" in stage else stage
+
+    groups = dict.fromkeys(group(s) for s in stages)
+    rows = [["stage"] + [f"seed {s} (min)" for s in seeds]]
+    for g in groups:
+        rows.append([g] + [f"{sum(v for k, v in pooled['timings'][s].items() if group(k) == g) / 60:.1f}"
+                           for s in seeds])
+    rows.append(["total"] + [f"{sum(pooled['timings'][s].values()) / 60:.1f}" for s in seeds])
+    return rows
+
+
+def pareto_plots(report: Path, pooled: dict) -> list[Path]:
+    """DSR against prior preservation per attack with 95 % error bars on both (top right is best)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    colours = {"base": "black", "duo": "tab:blue", "esd": "tab:orange", "uce": "tab:green"}
+    for attack_name in pooled["attacks"]:
+        fig, ax = plt.subplots(figsize=(4.8, 3.8), dpi=120)
+        for name, m in pooled["models"].items():
+            f = m["figures"]
+            if "prior_preservation" not in f or f"dsr/{attack_name}" not in f:
+                continue
+            x, y = Estimate.from_dict(f["prior_preservation"]), Estimate.from_dict(f[f"dsr/{attack_name}"])
+            ax.errorbar([x.value], [y.value], xerr=[[x.value - x.low], [x.high - x.value]],
+                        yerr=[[y.value - y.low], [y.high - y.value]], fmt="x" if "no-reg" in name else "o",
+                        color=colours.get(m["method"], "gray"), capsize=2, ms=5)
+            ax.annotate(name, (x.value, y.value), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("prior preservation (1 - distance to base)")
+        ax.set_ylabel("defence success rate (95 % CI)")
+        ax.set_title(attack_name)
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = report / f"pareto_{attack_name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _markdown(rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + \
+        ["| " + " | ".join(r) + " |" for r in rows[1:]]
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+    return f"<table border=1 cellpadding=4><tr>{head}</tr>{body}</table>"
+
+
+def write_report(report: Path, pooled: dict) -> Path:
+    """index.md and index.html with the same sections."""
+    report = Path(report)
+    plots = pareto_plots(report, pooled)
+    seeds = pooled["seeds"]
+    intro = (f"Seeds {', '.join(map(str, seeds))}, each with its own pairs, training seed, prompts and attack seeds; "
+             "figures pooled over seeds with 95 % intervals (rates: Wilson on summed counts; preservation: bootstrap "
+             "over prompts; FID and CLIP figures: t interval over seed means). DSR = defence success rate: share "
+             "of attack images in which the detector finds no concept. Against the *base* model, the attack's "
+             "success rate says whether it works at all.")
+    warning = ""
+    if pooled.get("mixed_protocol_fields"):
+        warning = ("WARNING: these results mix protocols (differing: " + ", ".join(pooled["mixed_protocol_fields"])
+                   + "); they were put side by side because --allow-mixed-protocols was given.")
+    names = [n for n in pooled["models"] if n != "base"]
+    grids = [(f"{n}: base (top) vs {n} (bottom), same seeds", [f"grids/{n}_safe.png", f"grids/{n}_unsafe.png"])
+             for n in names if (report / "grids" / f"{n}_safe.png").is_file()]
+    attack_images = [(n, [f"attacks/{n}_{a}.png" for a in pooled["attacks"]
+                          if (report / "attacks" / f"{n}_{a}.png").is_file()]) for n in pooled["models"]]
+    protocol = json.dumps(pooled["protocol"], indent=1, sort_keys=True)
+    sections = [
+        ("Attack success against the base model", base_table(pooled)),
+        ("All models (pooled over seeds)", main_table(pooled)),
+        ("Per seed", per_seed_table(pooled)),
+        ("Wall time per stage", timing_table(pooled)),
+    ]
+    md = [f"# {pooled['title']}", "", intro, ""] + ([warning, ""] if warning else [])
+    for title, rows in sections:
+        md += [f"## {title}", "", *_markdown(rows), ""]
+    md += ["## Which differences are outside the noise (DSR, 95 % intervals)", "", *noise_lines(pooled), "",
+           "## Defence success against prior preservation", "", *[f"![{p.stem}]({p.name})" for p in plots], "",
+           f"## Same-seed grids (seed {seeds[0]}; safe prompts, then unsafe prompts)", ""]
+    md += [line for t, files in grids for line in (f"**{t}**", "", *[f"![]({f})" for f in files], "")]
+    md += ["## Attack images (seed %s)" % seeds[0], ""]
+    md += [f"- {n}: " + ", ".join(f"[{Path(f).stem}]({f})" for f in files) for n, files in attack_images if files]
+    md += ["", f"## Protocol (hash `{pooled['protocol_hash']}`)", "", "```json", protocol, "```", ""]
+    atomic_write_text(report / "index.md", "\n".join(md))
+    page = ["<!doctype html><meta charset='utf-8'><title>duo-unlearn report</title>",
+            f"<h1>{html.escape(pooled['title'])}</h1>", f"<p>{html.escape(intro)}</p>"]
+    if warning:
+        page.append(f"<p><b>{html.escape(warning)}</b></p>")
+    for title, rows in sections:
+        page += [f"<h2>{html.escape(title)}</h2>", _html_table(rows)]
+    page += ["<h2>Which differences are outside the noise</h2><ul>"]
+    page += [f"<li>{html.escape(line[2:])}</li>" for line in noise_lines(pooled)] + ["</ul>"]
+    page += ["<h2>Defence success against prior preservation</h2>", *[f"<img src='{p.name}'>" for p in plots],
+             "<h2>Same-seed grids</h2>"]
+    page += [f"<h3>{html.escape(t)}</h3>" + "".join(f"<img src='{f}'><br>" for f in files) for t, files in grids]
+    page += ["<h2>Attack images</h2><ul>"] + [
+        f"<li>{html.escape(n)}: " + ", ".join(f"<a href='{f}'>{html.escape(Path(f).stem)}</a>" for f in files)
+        + "</li>" for n, files in attack_images if files] + ["</ul>"]
+    page += [f"<h2>Protocol (hash {html.escape(pooled['protocol_hash'])})</h2><pre>{html.escape(protocol)}</pre>"]
+    atomic_write_text(report / "index.html", "\n".join(page))
+    return report
