@@ -27,7 +27,7 @@ TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "
 
 # settings of `duo eval` that only a real model uses; on ShapeWorld the study makes its own
 EVAL_REAL_MODEL_ONLY = ("models", "captions_file", "task_file", "detector", "metric", "clip_model",
-                        "reference_images_dir", "num_inference_steps", "guidance_scale")
+                        "reference_images_dir")
 # settings of the ShapeWorld study that a real-model evaluation (which trains nothing) ignores
 EVAL_SHAPEWORLD_ONLY = ("betas", "ablation_beta", "baselines", "base_learning_rate", "base_preservation_weight",
                         "use_prompts", "prompt_dropout", "timestep_range", "num_pairs", "train_steps",
@@ -284,10 +284,9 @@ def check_eval(cfg) -> None:
     from duo_unlearn.pipelines import SHAPEWORLD
 
     check_output_dir(cfg.output_dir)
-    if getattr(cfg, "report_only", False):
-        results = Path(cfg.output_dir) / "report" / "results.json"
-        if not results.is_file():
-            raise _error("--report-only", f"{results} not found (run `duo eval` first)")
+    if getattr(cfg, "report_only", False):  # rewrites pages from finished results, loads no model
+        if not Path(cfg.output_dir).is_dir():
+            raise _error("--report-only", f"{cfg.output_dir} not found (run `duo eval` first)")
         return
     check_model_source(cfg.pretrained_model)
     fields = {f.name for f in dataclasses.fields(cfg)}
