@@ -7,24 +7,70 @@
     duo eval    --config eval.yaml                every method x attack x metric -> report/
     duo demo                                      everything, end to end, on ShapeWorld
 
-Every command that has a config takes ``--config FILE.yaml``; flags override it.
+Every command that has a config takes ``--config FILE.yaml``; flags override it, and
+``--print-config`` shows the result without running anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import sys
 
-from duo_unlearn.configs import add_dataclass_arguments, load_config
+from duo_unlearn.configs import add_dataclass_arguments, config_to_yaml, load_config
+
+# command -> (help, config class as (module, name)); the class is imported only for the command
+# being parsed, so `duo --help` imports nothing heavy and `duo train --help` only DUOConfig
+COMMANDS = {
+    "pairs": ("make SDEdit (unsafe, safe) pairs", ("duo_unlearn.pairs", "PairsConfig")),
+    "train": ("unlearn a concept (DUO, or the ESD/UCE baselines)", ("duo_unlearn.config", "DUOConfig")),
+    "attack": ("red-team a (base or unlearned) model", ("duo_unlearn.attacks.base", "AttackConfig")),
+    "eval": ("all methods through all attacks and metrics -> report/", ("duo_unlearn.evaluate", "EvalConfig")),
+    "demo": ("pairs, DUO training and before/after figures on ShapeWorld", ("duo_unlearn.demo", "DemoConfig")),
+}
+WORLD_COMMANDS = {
+    "train": ("train the ShapeWorld pipeline from scratch", ("duo_unlearn.world.configs", "WorldTrainConfig")),
+    "train-detector": ("train the ShapeWorld concept detector",
+                       ("duo_unlearn.world.configs", "DetectorTrainConfig")),
+}
+# the names diffusers' training scripts give some settings (train_dreambooth_lora.py, ...)
+DIFFUSERS_ALIASES = {"pretrained_model": ("--pretrained-model-name-or-path",), "lora_rank": ("--rank",),
+                     "validation_prompts": ("--validation-prompt",)}
+EPILOG = ("Every flag also takes the snake_case spelling of diffusers' training scripts "
+          "(--mixed_precision = --mixed-precision), and their names --pretrained_model_name_or_path, "
+          "--rank, --validation_prompt.")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Accepts ``--snake_case`` for every ``--kebab-case`` flag, as diffusers' scripts spell them."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args([_kebab(a) for a in args], namespace)
+
+
+def _kebab(token: str) -> str:
+    if not token.startswith("--"):
+        return token
+    flag, eq, value = token.partition("=")
+    return flag.replace("_", "-") + eq + value
+
+
+def _config_class(spec: tuple[str, str]) -> type:
+    return getattr(importlib.import_module(spec[0]), spec[1])
 
 
 def _with_config(sub: argparse.ArgumentParser, cls: type) -> None:
     sub.add_argument("--config", help=f"YAML file setting any {cls.__name__} field")
-    add_dataclass_arguments(sub, cls)
+    sub.add_argument("--print-config", action="store_true",
+                     help="print the resolved settings as YAML (defaults < --config < flags) and exit")
+    add_dataclass_arguments(sub, cls, {k: v for k, v in DIFFUSERS_ALIASES.items()
+                                       if k in {f.name for f in dataclasses.fields(cls)}})
+    sub.set_defaults(config_class=cls)
 
 
 def _config(args: argparse.Namespace, cls: type):
@@ -32,15 +78,21 @@ def _config(args: argparse.Namespace, cls: type):
     return load_config(cls, getattr(args, "config", None), {k: v for k, v in vars(args).items() if k in names})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from duo_unlearn.config import DUOConfig
-    from duo_unlearn.demo import DemoConfig
-    from duo_unlearn.pairs import PairsConfig
-    from duo_unlearn.world.detector import DetectorTrainConfig
-    from duo_unlearn.world.train import WorldTrainConfig
+def _version() -> str:
+    from importlib import metadata
 
-    parser = argparse.ArgumentParser(prog="duo", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    try:
+        return metadata.version("duo-unlearn")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `duo` parser; given ``command``, only that command's settings are added (and their
+    config class imported); None adds every command's."""
+    parser = _Parser(prog="duo", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--version", action="version", version=f"duo-unlearn {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     world = commands.add_parser("world", help="the embedded ShapeWorld").add_subparsers(dest="world_command",
@@ -49,37 +101,43 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--num", type=int, default=24)
     render.add_argument("--seed", type=int, default=0)
     render.add_argument("--output", default="shapeworld.png")
-    _with_config(world.add_parser("train", help="train the ShapeWorld pipeline from scratch"), WorldTrainConfig)
-    _with_config(world.add_parser("train-detector", help="train the ShapeWorld concept detector"),
-                 DetectorTrainConfig)
-
-    _with_config(commands.add_parser("pairs", help="make SDEdit (unsafe, safe) pairs"), PairsConfig)
-    _with_config(commands.add_parser("train", help="unlearn a concept (DUO, or the ESD baseline)"), DUOConfig)
-    from duo_unlearn.attacks import AttackConfig
-    from duo_unlearn.evaluate import EvalConfig
-
-    _with_config(commands.add_parser("attack", help="red-team a (base or unlearned) model"), AttackConfig)
-    _with_config(commands.add_parser("eval", help="all methods through all attacks and metrics -> report/"),
-                 EvalConfig)
-    _with_config(commands.add_parser("demo", help="pairs, DUO training and before/after figures on ShapeWorld"),
-                 DemoConfig)
+    for name, (help_text, spec) in WORLD_COMMANDS.items():
+        sub = world.add_parser(name, help=help_text, epilog=EPILOG)
+        if command in (None, "world"):
+            _with_config(sub, _config_class(spec))
+    for name, (help_text, spec) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, epilog=EPILOG)
+        if command in (None, name):
+            _with_config(sub, _config_class(spec))
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command word: options before it (-v, --version, --help) take no value."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
     # transformers warns about every image processor lacking torchvision when diffusers loads
     # its pipeline registry; none is used here, so keep the terminal for what matters
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_of(argv) or "").parse_args(argv)  # "": no command, none populated
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    from duo_unlearn.preflight import MissingExtraError
+
     try:
-        return _run(args)
-    except (ValueError, OSError, FloatingPointError, NotImplementedError) as err:
+        cfg = _config(args, args.config_class) if hasattr(args, "config_class") else None
+        if cfg is not None and args.print_config:
+            print(config_to_yaml(cfg), end="")
+            return 0
+        return _run(args, cfg)
+    except (ValueError, OSError, FloatingPointError, NotImplementedError, MissingExtraError) as err:
         print(f"duo {args.command}: error: {err}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, cfg) -> int:
     if args.command == "world":
         if args.world_command == "render":
             import random
@@ -93,36 +151,47 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{i:3d}  {caption_scene(scene, rng)}")
             print(save_grid(args.output, [render_scene(s) for s in scenes], 8, scale=3))
         elif args.world_command == "train":
-            from duo_unlearn.world.train import WorldTrainConfig, train_world
+            from duo_unlearn.world.train import train_world
 
-            print(train_world(_config(args, WorldTrainConfig)))
+            print(train_world(cfg))
         else:
-            from duo_unlearn.world.detector import DetectorTrainConfig, train_detector
+            from duo_unlearn.world.detector import train_detector
 
-            print(json.dumps(train_detector(_config(args, DetectorTrainConfig)), indent=2))
+            print(json.dumps(train_detector(cfg), indent=2))
     elif args.command == "pairs":
-        from duo_unlearn.pairs import PairsConfig, make_pairs
+        from duo_unlearn.preflight import check_pairs
 
-        print(json.dumps(make_pairs(_config(args, PairsConfig)), indent=2))
+        check_pairs(cfg)  # before torch and the pipeline load (make_pairs checks again, warning once)
+        from duo_unlearn.pairs import make_pairs
+
+        print(json.dumps(make_pairs(cfg), indent=2))
     elif args.command == "train":
-        from duo_unlearn.config import DUOConfig
+        from duo_unlearn.preflight import check_train
+
+        check_train(cfg)
         from duo_unlearn.trainer import train
 
-        print(train(_config(args, DUOConfig)))
+        print(train(cfg))
     elif args.command == "attack":
-        from duo_unlearn.attacks import AttackConfig, run_attack
+        from duo_unlearn.preflight import check_attack
 
-        result = run_attack(_config(args, AttackConfig))
+        check_attack(cfg)
+        from duo_unlearn.attacks import run_attack
+
+        result = run_attack(cfg)
         print(f"{result.method}: attack success rate {result.attack_success_rate:.2f}, "
               f"defence success rate {result.defence_success_rate:.2f} over {len(result.images)} images")
     elif args.command == "eval":
-        from duo_unlearn.evaluate import EvalConfig, run_eval
+        from duo_unlearn.preflight import check_eval
 
-        run_eval(_config(args, EvalConfig))
+        check_eval(cfg)
+        from duo_unlearn.evaluate import run_eval
+
+        run_eval(cfg)
     elif args.command == "demo":
-        from duo_unlearn.demo import DemoConfig, run_demo
+        from duo_unlearn.demo import run_demo
 
-        run_demo(_config(args, DemoConfig))
+        run_demo(cfg)
     return 0
 
 

@@ -8,6 +8,9 @@ setting is ``lora_target_modules: [attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
+
+from duo_unlearn.configs import check_choices
 
 
 @dataclasses.dataclass
@@ -21,7 +24,7 @@ class DUOConfig:
     """Pair dataset made by `duo pairs` (ignored by ESD, which needs only the concept prompt)."""
     output_dir: str = "duo-output"
     """Where LoRA weights, checkpoints, the resolved config, the model card and logs go."""
-    method: str = "duo"
+    method: Literal["duo", "esd", "uce"] = "duo"
     """'duo' (this paper), or a baseline: 'esd' (Gandikota et al. 2023) or 'uce' (Gandikota et al. 2024)."""
     resolution: int | None = None
     """Training image size; default: the pipeline's native size."""
@@ -42,7 +45,7 @@ class DUOConfig:
     """λ of the output-preserving regulariser; set to bypass the rescaling (0 disables it)."""
     timestep_range: tuple[int, int] = (1, 750)
     """Timesteps are drawn uniformly from [low, high) of the 1000-step training grid."""
-    pair_timestep: str = "shared"
+    pair_timestep: Literal["shared", "independent"] = "shared"
     """'shared': one timestep per pair, as in Diffusion-DPO; 'independent': one per image, as in
     the DUO authors' code. The noise sample is shared either way."""
     use_prompts: bool = False
@@ -56,7 +59,7 @@ class DUOConfig:
     """The concept to erase, as text."""
     esd_eta: float = 1.0
     """Negative guidance strength η."""
-    esd_variant: str = "x"
+    esd_variant: Literal["x", "u"] = "x"
     """'x': train cross-attention only (ESD-x); 'u': everything but cross-attention (ESD-u)."""
     esd_sampling_steps: int = 50
     """DDIM steps of the frozen model's partial sampling that makes ESD's x_t (the authors': 50)."""
@@ -99,7 +102,7 @@ class DUOConfig:
     """Seeds data order, noise and timesteps. Every process draws the global batch from this
     seed and trains on its own rows, so N processes x batch b see the samples of one process
     x batch N*b (torch's global RNG, for dropout, is seeded per process)."""
-    mixed_precision: str | None = None
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     """'no', 'fp16' or 'bf16': frozen weights in that dtype, LoRA parameters in float32.
     None: what accelerate resolves (``accelerate launch --mixed_precision``, else 'no');
     duo_config.yaml records the value used."""
@@ -120,9 +123,21 @@ class DUOConfig:
     num_validation_images: int = 4
     """Seeds per validation prompt."""
     report_to: str = "none"
-    """accelerate tracker ('tensorboard', 'wandb', ...) besides metrics.jsonl, or 'none'."""
+    """accelerate tracker ('tensorboard', 'wandb', ...) besides metrics.jsonl, or 'none'; metrics and
+    validation grids go to it."""
+    tracker_project_name: str = "duo-unlearn"
+    """Project (run group) name given to the tracker."""
     merge: bool = False
     """Also write a full pipeline folder with the LoRA fused in (output_dir/merged)."""
+
+    # --- sharing ---
+    push_to_hub: bool = False
+    """Upload output_dir (LoRA, adapter config, model card, settings, summaries; no checkpoints) to the
+    Hugging Face hub when training ends."""
+    hub_model_id: str | None = None
+    """Hub repository 'user/name'; default: the output folder's name under your account."""
+    hub_private: bool = False
+    """Create the hub repository as private."""
 
     def __post_init__(self) -> None:
         self.timestep_range = tuple(int(t) for t in self.timestep_range)
@@ -131,18 +146,13 @@ class DUOConfig:
         self.uce_erase_prompts = tuple(self.uce_erase_prompts)
         self.uce_target_prompts = tuple(self.uce_target_prompts)
         self.uce_preserve_prompts = tuple(self.uce_preserve_prompts)
-        if self.method not in ("duo", "esd", "uce"):
-            raise ValueError(f"DUOConfig.method must be 'duo', 'esd' or 'uce', got {self.method!r}")
+        check_choices(self)
         if self.beta <= 0:
             raise ValueError(f"DUOConfig.beta must be positive, got {self.beta}")
         low, high = self.timestep_range if len(self.timestep_range) == 2 else (None, None)
         if low is None or not 0 <= low < high <= 1000:
             raise ValueError(f"DUOConfig.timestep_range must be (low, high) with 0 <= low < high <= 1000, "
                              f"got {self.timestep_range}")
-        if self.pair_timestep not in ("shared", "independent"):
-            raise ValueError(f"DUOConfig.pair_timestep must be 'shared' or 'independent', got {self.pair_timestep!r}")
-        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ValueError(f"DUOConfig.mixed_precision must be 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}")
         from diffusers.optimization import SchedulerType
 
         if self.lr_scheduler not in {s.value for s in SchedulerType}:
@@ -150,8 +160,6 @@ class DUOConfig:
                              f"got {self.lr_scheduler!r}")
         if self.lr_warmup_steps < 0:
             raise ValueError(f"DUOConfig.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
-        if self.esd_variant not in ("x", "u"):
-            raise ValueError(f"DUOConfig.esd_variant must be 'x' or 'u', got {self.esd_variant!r}")
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
                      "esd_sampling_steps"):
             if getattr(self, name) <= 0:

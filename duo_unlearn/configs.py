@@ -3,6 +3,9 @@
 A field's documentation is the string literal written under it in the dataclass body
 (as in trl's configs); ``field_docs`` reads it from the source, so ``duo train --help``
 shows the same text the code does. A YAML file may set any field; flags override it.
+
+A field typed ``Literal[...]`` is an enumeration: its flag lists and checks the choices.
+An Optional field takes ``none`` on the command line (``--ablation-beta none``).
 """
 
 from __future__ import annotations
@@ -15,11 +18,27 @@ import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, Literal, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+
+InferenceDtype = Literal["fp32", "fp16", "bf16"]
+"""Inference precision of `duo pairs`, `duo attack` and `duo eval` (fp16 needs a GPU)."""
+
+SHAPEWORLD = "shapeworld"
+"""The embedded pipeline's id (here, torch-free, so that every config module can name it)."""
+
+
+class _ExplicitNone:
+    """What ``--flag none`` parses to: unlike a flag's default (None, 'not given'), it sets None."""
+
+    def __repr__(self) -> str:
+        return "none"
+
+
+EXPLICIT_NONE = _ExplicitNone()
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -50,24 +69,69 @@ def _field_type(cls: type, field: dataclasses.Field) -> Any:
     return tp
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--flag`` per field (dashes for underscores); defaults stay unset so YAML can fill them."""
+def _is_optional(cls: type, field: dataclasses.Field) -> bool:
+    tp = typing.get_type_hints(cls)[field.name]
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def field_choices(cls: type) -> dict[str, tuple]:
+    """The allowed values of every ``Literal``-typed field, by name."""
+    return {f.name: typing.get_args(tp) for f in dataclasses.fields(cls)
+            if typing.get_origin(tp := _field_type(cls, f)) is typing.Literal}
+
+
+def check_choices(config: Any) -> None:
+    """Raise a ValueError naming the field for a value outside its ``Literal`` choices."""
+    cls = type(config)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name, choices in field_choices(cls).items():
+        value = getattr(config, name)
+        if value not in choices and not (value is None and _is_optional(cls, fields[name])):
+            raise ValueError(f"{cls.__name__}.{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def _with_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        return EXPLICIT_NONE if text.lower() == "none" else convert(text)
+
+    parse.__name__ = getattr(convert, "__name__", "value")  # argparse names it in errors
+    return parse
+
+
+def field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else None
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
+                            aliases: dict[str, tuple[str, ...]] | None = None) -> None:
+    """One ``--flag`` per field (dashes for underscores), plus any ``aliases`` by field name;
+    defaults stay unset so YAML can fill them."""
     docs = field_docs(cls)
+    choices = field_choices(cls)
     for field in dataclasses.fields(cls):
         tp = _field_type(cls, field)
-        flag = "--" + field.name.replace("_", "-")
-        default = field.default if field.default is not dataclasses.MISSING else (
-            field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
-        help_text = f"{docs.get(field.name, '')} (default: {default})".strip()
+        flag = ["--" + field.name.replace("_", "-"), *(aliases or {}).get(field.name, ())]
+        optional = _is_optional(cls, field)
+        help_text = f"{docs.get(field.name, '')} (default: {field_default(field)})".strip()
+        if optional:
+            help_text += "; 'none' unsets it"
         if tp is bool:
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+            parser.add_argument(*flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
         elif typing.get_origin(tp) in (list, tuple):
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
-            parser.add_argument(flag, dest=field.name, nargs="+", type=inner, default=None, help=help_text)
+            parser.add_argument(*flag, dest=field.name, nargs="+", type=inner, default=None, help=help_text)
+        elif field.name in choices:
+            allowed = list(choices[field.name]) + (["none"] if optional else [])
+            parser.add_argument(*flag, dest=field.name, choices=[*choices[field.name], EXPLICIT_NONE] if optional
+                                else choices[field.name], type=_with_none(str) if optional else str,
+                                default=None, metavar="{" + ",".join(map(str, allowed)) + "}", help=help_text)
         else:
-            parser.add_argument(flag, dest=field.name, type=tp if tp in (int, float, str) else str, default=None,
-                                help=help_text)
+            convert = tp if tp in (int, float, str) else str
+            parser.add_argument(*flag, dest=field.name, type=_with_none(convert) if optional else convert,
+                                default=None, help=help_text)
 
 
 def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
@@ -87,7 +151,7 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: di
         values.update(data)
     for key, value in (overrides or {}).items():
         if key in names and value is not None:
-            values[key] = value
+            values[key] = None if value is EXPLICIT_NONE else value
     for field in dataclasses.fields(cls):
         tp, value = _field_type(cls, field), values.get(field.name)
         if typing.get_origin(tp) is tuple and isinstance(value, list):
@@ -97,7 +161,9 @@ def load_config(cls: type[T], yaml_path: str | Path | None = None, overrides: di
                 values[field.name] = float(value)
             except ValueError as err:
                 raise ValueError(f"{cls.__name__}.{field.name} must be a number, got {value!r}") from err
-    return cls(**values)
+    config = cls(**values)
+    check_choices(config)
+    return config
 
 
 def config_to_yaml(config: Any) -> str:

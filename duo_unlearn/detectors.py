@@ -167,6 +167,10 @@ def register_detector(name: str, factory: Callable[..., ConceptDetector]) -> Non
     _REGISTRY[name] = factory
 
 
+def registered_detectors() -> list[str]:
+    return sorted(_REGISTRY)
+
+
 def get_detector(name: str, **kwargs) -> ConceptDetector:
     if name not in _REGISTRY:
         raise ValueError(f"unknown detector {name!r}; registered: {sorted(_REGISTRY)}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from duo_unlearn.pipelines import SHAPEWORLD
+from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices
 
 ATTACK_NAMES = ("paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk")
 
@@ -94,7 +94,7 @@ class EvalConfig:
     world/quality.py for the measurement), 25 on a real model."""
     guidance_scale: float = 7.5
     """Classifier-free guidance of every evaluation and attack image."""
-    dtype: str = "fp32"
+    dtype: InferenceDtype = "fp32"
     """Real model only: inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
     variant: str | None = None
     """Real model only: weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
@@ -102,6 +102,7 @@ class EvalConfig:
     """Real model only: hub branch, tag or commit of pretrained_model."""
 
     def __post_init__(self) -> None:
+        check_choices(self)
         self.seeds = tuple(int(s) for s in self.seeds)
         self.run_seeds = tuple(int(s) for s in self.run_seeds)
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):

@@ -3,6 +3,7 @@ diffusers loads them, and merge into a plain pipeline."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -11,10 +12,12 @@ from typing import Iterator, Sequence
 
 import torch
 
-from duo_unlearn.io import atomic_dir, atomic_save_safetensors, canonicalize_safetensors_header
+from duo_unlearn.io import atomic_dir, atomic_save_safetensors, atomic_write_text, canonicalize_safetensors_header
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
-ADAPTER_STATE_NAME = "adapter_model.safetensors"  # PEFT-keyed, for exact resume
+ADAPTER_STATE_NAME = "adapter_model.safetensors"  # PEFT's own layout, for exact resume and PeftModel
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+PEFT_PREFIX = "base_model.model."  # how PeftModel.save_pretrained keys a wrapped model's weights
 
 
 def add_lora(denoiser, rank: int, alpha: float, target_modules: Sequence[str], init: str = "gaussian",
@@ -59,8 +62,11 @@ def adapter_state_dict(denoiser) -> dict[str, torch.Tensor]:
 
 
 def load_adapter_state_dict(denoiser, state: dict[str, torch.Tensor]) -> None:
+    """Load a PEFT-keyed adapter state into a denoiser that has the adapter injected; takes the
+    ``base_model.model.`` keys of PeftModel's files as well as bare ones."""
     from peft.utils import set_peft_model_state_dict
 
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in state.items()}
     result = set_peft_model_state_dict(denoiser, state)
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
@@ -69,7 +75,9 @@ def load_adapter_state_dict(denoiser, state: dict[str, torch.Tensor]) -> None:
 
 def save_lora(pipe, denoiser, component: str, folder: str | Path) -> Path:
     """Write ``pytorch_lora_weights.safetensors`` (diffusers keys, prefix ``unet.`` or
-    ``transformer.``) and the PEFT-keyed adapter state, atomically (temp folder, then move)."""
+    ``transformer.``, for ``pipe.load_lora_weights``) and the adapter as PEFT saves one
+    (``adapter_config.json`` + ``adapter_model.safetensors``, for ``PeftModel.from_pretrained``
+    on the denoiser), each file atomically (temp folder, then move)."""
     from diffusers.utils import convert_state_dict_to_diffusers
 
     folder = Path(folder)
@@ -85,8 +93,16 @@ def save_lora(pipe, denoiser, component: str, folder: str | Path) -> Path:
                                      safe_serialization=True)
         canonicalize_safetensors_header(Path(tmp) / LORA_WEIGHTS_NAME)  # same weights, same bytes
         shutil.move(str(Path(tmp) / LORA_WEIGHTS_NAME), str(folder / LORA_WEIGHTS_NAME))
-    atomic_save_safetensors(state, folder / ADAPTER_STATE_NAME)
+    atomic_write_text(folder / ADAPTER_CONFIG_NAME, adapter_config_json(denoiser.peft_config["default"]))
+    atomic_save_safetensors({PEFT_PREFIX + k: v for k, v in state.items()}, folder / ADAPTER_STATE_NAME)
     return folder / LORA_WEIGHTS_NAME
+
+
+def adapter_config_json(config) -> str:
+    """``LoraConfig.save_pretrained``'s file, with its sets sorted (PEFT lists them in hash
+    order, which changes per process; the same run should write the same bytes)."""
+    data = {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
+    return json.dumps(data, indent=2, sort_keys=True)
 
 
 def merge_and_save(pipe_loader, lora_folder: str | Path, out: str | Path) -> Path:

@@ -25,14 +25,16 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
-from duo_unlearn.configs import config_to_yaml
+from duo_unlearn.configs import InferenceDtype, check_choices, config_to_yaml
 from duo_unlearn.io import IMAGE_SUFFIXES, atomic_save_image, atomic_write_text, image_files, load_image, read_jsonl
-from duo_unlearn.pipelines import DTYPES
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class PairsConfig:
     """Folder of the pair dataset (created; re-running resumes it)."""
     pretrained_model: str = "shapeworld"
     """'shapeworld', a local diffusers pipeline folder, or a hub id."""
-    dtype: str = "fp32"
+    dtype: InferenceDtype = "fp32"
     """Inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
     variant: str | None = None
     """Weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
@@ -89,8 +91,7 @@ class PairsConfig:
                              f"({len(self.safe_prompts)}) must be non-empty and of equal length")
         if not 0 < self.strength <= 1:
             raise ValueError(f"PairsConfig.strength must be in (0, 1], got {self.strength}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"PairsConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        check_choices(self)
         if self.num_pairs <= 0 or self.max_retries <= 0 or self.batch_size <= 0:
             raise ValueError("PairsConfig: num_pairs, max_retries and batch_size must be positive")
 
@@ -113,6 +114,9 @@ def _user_images(cfg: PairsConfig, resolution: int) -> list[Path]:
 
 def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
     """Build (or resume) the pair dataset; returns counts of kept and rejected pairs."""
+    from duo_unlearn.preflight import check_pairs
+
+    check_pairs(cfg, load_model=pipe is None, load_detector=detector is None)  # before any model loads
     from diffusers import AutoPipelineForImage2Image
 
     from duo_unlearn.detectors import get_detector
@@ -169,6 +173,8 @@ def make_pairs(cfg: PairsConfig, pipe=None, detector=None) -> dict:
 def _pair_batch(cfg: PairsConfig, batch: list[int], pipe, img2img, detector, judge, user_files, resolution):
     """One batch of pair indices: (record, unsafe image, safe image) per index, images None
     where the pair was rejected. Depends on nothing but the batch, so any process may run it."""
+    import torch
+
     from duo_unlearn.sampling import generate
 
     unsafe_p = {i: cfg.unsafe_prompts[i % len(cfg.unsafe_prompts)] for i in batch}
@@ -243,6 +249,8 @@ class PairDataset:
     def load(cls, folder: str | Path, resolution: int | None = None) -> "PairDataset":
         """Validate everything before training starts: missing, corrupt or mis-sized images,
         unequal sides and empty datasets are errors that name the file."""
+        import torch
+
         folder = Path(folder)
         meta = folder / "metadata.jsonl"
         if not meta.is_file():

@@ -98,16 +98,44 @@ class AlexLPIPS:
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """FID between two sets of feature vectors (rows): ||mu_a - mu_b||^2 + Tr(Sa + Sb - 2 (Sa Sb)^1/2)."""
-    from scipy import linalg
-
+    """FID between two sets of feature vectors (rows), from their means and covariances."""
     if len(feats_a) < 2 or len(feats_b) < 2:
         raise ValueError("FID needs at least two feature vectors per set")
-    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
-    cov_a, cov_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
-    covmean, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
-    covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+    return frechet_distance_from_stats(feats_a.mean(0), np.cov(feats_a, rowvar=False),
+                                       feats_b.mean(0), np.cov(feats_b, rowvar=False))
+
+
+def frechet_distance_from_stats(mu_a, cov_a, mu_b, cov_b, eps: float = 1e-6) -> float:
+    """||mu_a - mu_b||^2 + Tr(Sa + Sb - 2 (Sa Sb)^1/2), handled as pytorch-fid does so numbers
+    compare with published FIDs: with fewer samples than dimensions the covariances are
+    singular and the square root may fail, so it is retried with eps·I added to both; a
+    square root whose diagonal has a significant imaginary part is an error, otherwise the
+    (round-off) imaginary part is dropped."""
+    import warnings
+
+    from scipy import linalg
+
+    mu_a, mu_b = np.atleast_1d(mu_a), np.atleast_1d(mu_b)
+    cov_a, cov_b = np.atleast_2d(cov_a), np.atleast_2d(cov_b)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
+    singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
+    if singular or not np.isfinite(covmean).all():
+        offset = eps * np.eye(len(cov_a))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            covmean = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    if not np.isfinite(covmean).all():
+        raise ValueError("FID: the covariance product has no finite square root, even with eps·I added")
+    if np.iscomplexobj(covmean):
+        imaginary = np.abs(np.diagonal(covmean).imag).max()
+        if imaginary > 1e-3:
+            raise ValueError(f"FID: the covariance square root has an imaginary part of {imaginary:.3g} "
+                             "(the statistics are not valid covariances)")
+        covmean = covmean.real
+    diff = mu_a - mu_b
+    return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 
 _METRICS: dict[str, Callable[..., PerceptualMetric]] = {

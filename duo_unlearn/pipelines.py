@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-SHAPEWORLD = "shapeworld"
+from duo_unlearn.configs import SHAPEWORLD  # noqa: E402  (re-exported)
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 """Inference precisions (``dtype`` of `duo pairs`, `duo attack`, `duo eval`)."""

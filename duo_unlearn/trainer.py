@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from duo_unlearn.config import DUOConfig
 from duo_unlearn.configs import config_to_yaml
 from duo_unlearn.families import Conditioning, encode_latents, family_for, scale_latents
+from duo_unlearn.hub import model_card, push_to_hub
 from duo_unlearn.io import atomic_dir, atomic_save_safetensors, atomic_write_json, atomic_write_text
 from duo_unlearn.lora import ADAPTER_STATE_NAME, adapters_disabled, add_lora, load_adapter_state_dict, save_lora
 from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss
@@ -293,7 +294,8 @@ class UnlearningTrainer:
             resolved = dataclasses.replace(cfg, mixed_precision=acc.mixed_precision)
             atomic_write_text(self.output_dir / "duo_config.yaml", config_to_yaml(resolved))
         if cfg.report_to != "none":
-            acc.init_trackers("duo-unlearn", config={k: str(v) for k, v in dataclasses.asdict(cfg).items()})
+            acc.init_trackers(cfg.tracker_project_name,
+                              config={k: str(v) for k, v in dataclasses.asdict(cfg).items()})
         if self.resume_folder is not None:
             self.load_checkpoint(self.resume_folder)
         metrics_path = self.output_dir / "metrics.jsonl"
@@ -334,8 +336,22 @@ class UnlearningTrainer:
         self.denoiser.eval()
         images = generate(self.pipe, prompts, seeds)
         self.denoiser.train(was_training)
-        return save_grid(self.output_dir / "validation" / f"step-{self.global_step:06d}.png", images, k,
+        path = save_grid(self.output_dir / "validation" / f"step-{self.global_step:06d}.png", images, k,
                          row_labels=list(cfg.validation_prompts))
+        self._log_grid(path)
+        return path
+
+    def _log_grid(self, path: Path) -> None:
+        """The labelled validation grid, to every tracker that takes images (TensorBoard, W&B, ...)."""
+        import numpy as np
+        from PIL import Image
+
+        grid = np.asarray(Image.open(path).convert("RGB"))
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "tensorboard":  # SummaryWriter.add_images wants the layout named
+                tracker.log_images({"validation": grid[None]}, step=self.global_step, dataformats="NHWC")
+            elif hasattr(tracker, "log_images"):
+                tracker.log_images({"validation": [grid]}, step=self.global_step)
 
     def export(self, train_seconds: float = 0.0) -> Path:
         cfg, acc = self.config, self.accelerator
@@ -343,18 +359,20 @@ class UnlearningTrainer:
         if acc.is_main_process:
             model = acc.unwrap_model(self.model)
             save_lora(self.pipe, model, self.family.lora_component, self.output_dir)
-            atomic_write_text(self.output_dir / "README.md", model_card(cfg, self.global_step))
             atomic_write_json(self.output_dir / "train_summary.json", {
                 "steps": self.global_step, "train_seconds": round(train_seconds, 1),
                 "learning_rate": cfg.resolved_learning_rate,
                 "preservation_weight": cfg.resolved_preservation_weight if cfg.method == "duo" else None,
                 "num_pairs": len(self.dataset) if self.dataset is not None else None,
             })
+            atomic_write_text(self.output_dir / "README.md", model_card(cfg, self.output_dir))
             if cfg.merge:
                 from duo_unlearn.lora import merge_and_save
                 from duo_unlearn.pipelines import load_pipeline
 
                 merge_and_save(lambda: load_pipeline(cfg.pretrained_model), self.output_dir, self.output_dir / "merged")
+            if cfg.push_to_hub:
+                logger.info("pushed %s to the hub as %s", self.output_dir, push_to_hub(cfg, self.output_dir))
         acc.end_training()
         return self.output_dir
 
@@ -481,39 +499,11 @@ def _set_rng_state(generator: torch.Generator, state: dict[str, torch.Tensor]) -
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def model_card(cfg: DUOConfig, steps: int) -> str:
-    method = {"duo": "DUO (Direct Unlearning Optimization, Park et al., NeurIPS 2024)",
-              "esd": f"ESD-{cfg.esd_variant} (Erased Stable Diffusion, Gandikota et al., ICCV 2023)",
-              "uce": "UCE (Unified Concept Editing, Gandikota et al., WACV 2024)"}[cfg.method]
-    settings = (f"beta={cfg.beta}, lr={cfg.resolved_learning_rate:.3g}, "
-                f"lambda={cfg.resolved_preservation_weight:.3g}" if cfg.method == "duo"
-                else f"concept='{cfg.esd_concept_prompt}', eta={cfg.esd_eta}, lr={cfg.resolved_learning_rate:.3g}")
-    return f"""---
-base_model: {cfg.pretrained_model}
-library_name: diffusers
-tags: [lora, diffusers, concept-unlearning, duo-unlearn, {cfg.method}]
----
-# {cfg.method.upper()} unlearning LoRA
-
-Trained with duo-unlearn: {method}.
-
-- base model: `{cfg.pretrained_model}`
-- {settings}
-- LoRA rank {cfg.lora_rank}, alpha {cfg.lora_alpha}, {steps} steps, batch {cfg.train_batch_size}
-- full settings: `duo_config.yaml`
-
-```python
-from duo_unlearn import load_pipeline
-pipe = load_pipeline("{cfg.pretrained_model}")
-pipe.load_lora_weights("{cfg.output_dir}")
-```
-
-Several unlearning LoRAs compose with `pipe.set_adapters([...], weights=[...])`.
-"""
-
-
 def train(config: DUOConfig, pipe=None, dataset=None) -> Path:
     """Train (or, for UCE, solve) and export; returns the output folder."""
+    from duo_unlearn.preflight import check_train
+
+    check_train(config, load_model=pipe is None, load_pairs=dataset is None)  # before any model loads
     if config.method == "uce":
         return _train_uce(config, pipe)
     return UnlearningTrainer(config, pipe=pipe, dataset=dataset).train()
@@ -529,8 +519,11 @@ def _train_uce(config: DUOConfig, pipe=None) -> Path:
     out = Path(config.output_dir)
     save_uce_lora(pipe, apply_uce(pipe, uce), out)
     atomic_write_text(out / "duo_config.yaml", config_to_yaml(config))
+    atomic_write_text(out / "README.md", model_card(config, out))
     if config.merge:
         from duo_unlearn.lora import merge_and_save
 
         merge_and_save(lambda: load_pipeline(config.pretrained_model), out, out / "merged")
+    if config.push_to_hub:
+        logger.info("pushed %s to the hub as %s", out, push_to_hub(config, out))
     return out

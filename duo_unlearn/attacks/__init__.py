@@ -1,26 +1,46 @@
-"""Red-teaming attacks against unlearned models, behind one interface (`duo attack`)."""
+"""Red-teaming attacks against unlearned models, behind one interface (`duo attack`).
+
+The attacks themselves (``methods``, which needs torch) load on first use, so the CLI can
+build its parser from ``AttackConfig`` without importing torch.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from duo_unlearn.attacks import methods  # noqa: F401  (registers the attacks)
-from duo_unlearn.attacks.base import ATTACKS, AttackConfig, AttackResult, cached_result
-from duo_unlearn.attacks.methods import ConceptTask, effective_budget, shapeworld_task
+from duo_unlearn.attacks.base import ATTACKS as _REGISTRY
+from duo_unlearn.attacks.base import AttackConfig, AttackResult, cached_result
+
+if TYPE_CHECKING:
+    from duo_unlearn.attacks.methods import ConceptTask
+
+_FROM_METHODS = ("ConceptTask", "effective_budget", "shapeworld_task")
 
 __all__ = ["ATTACKS", "AttackConfig", "AttackResult", "ConceptTask", "attack", "load_task_for", "run_attack",
            "shapeworld_task"]
+
+
+def __getattr__(name: str):
+    if name == "ATTACKS":  # the registry, filled by importing the attacks
+        importlib.import_module("duo_unlearn.attacks.methods")
+        return _REGISTRY
+    if name in _FROM_METHODS:
+        return getattr(importlib.import_module("duo_unlearn.attacks.methods"), name)
+    raise AttributeError(f"module 'duo_unlearn.attacks' has no attribute {name!r}")
 
 
 def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | Path | None = None,
            settings: dict | None = None) -> AttackResult:
     """Run one attack on a loaded pipeline; with ``folder``, reuse or save the result there
     (the main process saves; under `accelerate launch` every process must call this)."""
+    from duo_unlearn.attacks.methods import effective_budget  # importing it registers the attacks
     from duo_unlearn.distributed import is_main_process, wait_for_everyone
 
-    if cfg.method not in ATTACKS:
-        raise ValueError(f"unknown attack {cfg.method!r}; one of {sorted(ATTACKS)}")
+    if cfg.method not in _REGISTRY:
+        raise ValueError(f"unknown attack {cfg.method!r}; one of {sorted(_REGISTRY)}")
     settings = settings if settings is not None else {**dataclasses.asdict(cfg), "detector": detector.settings()}
     # the budget actually spent and the task attacked: a changed default or task is recomputed, not reused
     settings = {**settings, "effective_budget": effective_budget(cfg), "task": task.fingerprint()}
@@ -28,7 +48,7 @@ def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | P
         cached = cached_result(folder, settings)
         if cached is not None:
             return cached
-    result = ATTACKS[cfg.method](pipe, detector, task, cfg)
+    result = _REGISTRY[cfg.method](pipe, detector, task, cfg)
     if folder is not None:
         if is_main_process():
             result.save(folder, settings)
@@ -43,6 +63,8 @@ def load_task_for(pipe, task_file: str | None, n: int, seed: int) -> ConceptTask
         from duo_unlearn.pipelines import native_resolution
 
         return load_task(task_file, native_resolution(pipe))
+    from duo_unlearn.attacks.methods import shapeworld_task
+
     return shapeworld_task(n, seed=seed)
 
 
@@ -51,14 +73,14 @@ def run_attack(cfg: AttackConfig) -> AttackResult:
     Under `accelerate launch` the images are rendered in batches shared across processes
     (``distributed.split_generation``), identical to one process's; the searches themselves
     still run whole on every process."""
+    from duo_unlearn.preflight import check_attack
+
+    check_attack(cfg)  # every input, before the pipeline loads
     from duo_unlearn.detectors import get_detector
     from duo_unlearn.distributed import is_main_process, split_generation
     from duo_unlearn.grids import save_grid
-    from duo_unlearn.pipelines import SHAPEWORLD, default_device, inference_dtype, load_pipeline
+    from duo_unlearn.pipelines import default_device, inference_dtype, load_pipeline
 
-    if cfg.pretrained_model != SHAPEWORLD and not cfg.task_file:
-        raise ValueError("--task-file is required to attack a real model: a YAML with the attacker's prompts and "
-                         "concept images (see duo_unlearn/attacks/task_file.py)")
     pipe = load_pipeline(cfg.pretrained_model, torch_dtype=inference_dtype(cfg.dtype), variant=cfg.variant,
                          revision=cfg.revision).to(default_device())
     pipe.set_progress_bar_config(disable=True)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from PIL import Image
 
+from duo_unlearn.configs import InferenceDtype, check_choices
 from duo_unlearn.io import atomic_save_image, atomic_write_json, load_image
 
 
@@ -24,11 +25,11 @@ from duo_unlearn.io import atomic_save_image, atomic_write_json, load_image
 class AttackConfig:
     """Settings shared by every attack (`duo attack`)."""
 
-    method: str = "ring-a-bell"
-    """'paraphrase', 'ring-a-bell', 'concept-inversion', 'sneakyprompt' or 'unlearndiffatk'."""
+    method: Literal["paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk"] = "ring-a-bell"
+    """The attack (described in attacks/methods.py)."""
     pretrained_model: str = "shapeworld"
     """Base pipeline ('shapeworld', a folder or a hub id)."""
-    dtype: str = "fp32"
+    dtype: InferenceDtype = "fp32"
     """Inference precision: 'fp32' (default), 'bf16', or 'fp16' (GPU only; refused on a CPU)."""
     variant: str | None = None
     """Weight-file variant of a folder or hub model, e.g. 'fp16' (loads ``*.fp16.safetensors``)."""
@@ -59,10 +60,7 @@ class AttackConfig:
     """Attack-specific effort (generations, steps, queries); 0 = the method's ShapeWorld default."""
 
     def __post_init__(self) -> None:
-        from duo_unlearn.pipelines import DTYPES
-
-        if self.dtype not in DTYPES:
-            raise ValueError(f"AttackConfig.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        check_choices(self)
 
 
 @dataclasses.dataclass

