@@ -133,6 +133,9 @@ class EvalConfig:
 def run_eval(cfg: EvalConfig) -> dict:
     """Run (or, with ``report_only``, only re-report) the evaluation; returns the pooled results."""
     from duo_unlearn.evaluation.report import rebuild_report
+    from duo_unlearn.preflight import check_eval
+
+    check_eval(cfg)  # every input, before any model loads
 
     if cfg.report_only:
         return rebuild_report(cfg.output_dir, cfg)

@@ -20,48 +20,14 @@ from duo_unlearn.io import atomic_write_json, file_digest
 from duo_unlearn.timing import StageTimer
 
 
-def named_models(specs: tuple[str, ...]) -> list[tuple[str, Path]]:
-    from duo_unlearn.lora import LORA_WEIGHTS_NAME
-
-    models = []
-    for spec in specs:
-        name, sep, folder = spec.partition("=")
-        if not sep or not name or not folder:
-            raise ValueError(f"--models takes 'name=folder' entries, got {spec!r}")
-        if name == "base" or name in dict(models):
-            raise ValueError(f"--models: model name {name!r} is reserved or given twice")
-        if not (Path(folder) / LORA_WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"--models {name}: {folder} has no {LORA_WEIGHTS_NAME} (a `duo train` output)")
-        models.append((name, Path(folder)))
-    return models
-
-
 def read_captions(cfg) -> list[str]:
-    if not cfg.captions_file or not Path(cfg.captions_file).is_file():
-        raise FileNotFoundError(f"--captions-file {cfg.captions_file}: a text file of safe captions, one per line")
-    captions = [c.strip() for c in Path(cfg.captions_file).read_text(encoding="utf-8").splitlines() if c.strip()]
-    if not captions:
-        raise ValueError(f"--captions-file {cfg.captions_file} holds no captions")
-    return captions[: cfg.num_eval_prompts]
+    """The first ``num_eval_prompts`` non-empty lines of the caption file (checked by preflight)."""
+    lines = Path(cfg.captions_file).read_text(encoding="utf-8").splitlines()
+    return [c.strip() for c in lines if c.strip()][: cfg.num_eval_prompts]
 
 
 def method_of(name: str) -> str:
     return next((m for m in ("duo", "esd", "uce") if name.lower().startswith(m)), "other")
-
-
-def check_inputs(cfg) -> tuple[list[tuple[str, Path]], list[str]]:
-    """Everything a real-model eval reads, checked before any model loads."""
-    models = named_models(cfg.models)
-    if not models:
-        raise ValueError("--models: give at least one 'name=folder' LoRA to evaluate against the base model")
-    captions = read_captions(cfg)
-    if not cfg.task_file:
-        raise ValueError("--task-file is required for a real model (attack prompts and concept images)")
-    if not Path(cfg.task_file).is_file():
-        raise FileNotFoundError(f"--task-file {cfg.task_file} not found")
-    if cfg.reference_images_dir and cfg.clip_model is None:
-        raise ValueError("--reference-images-dir needs --clip-model (FID is computed in CLIP feature space)")
-    return models, captions
 
 
 def model_protocol(cfg, detector, captions: list[str], task) -> Protocol:
@@ -113,8 +79,9 @@ def run_model_eval(cfg) -> dict:
     from duo_unlearn.evaluation.report import write_pooled_report
     from duo_unlearn.perceptual import get_perceptual_metric
     from duo_unlearn.pipelines import default_device, inference_dtype, load_pipeline
+    from duo_unlearn.preflight import parse_models
 
-    models, captions = check_inputs(cfg)
+    models, captions = parse_models(cfg.models), read_captions(cfg)  # checked by preflight.check_eval
     dtype = inference_dtype(cfg.dtype)  # before any model loads
     detector, metric = get_detector(cfg.detector), get_perceptual_metric(cfg.metric)
     clip, reference = _clip_and_reference(cfg)

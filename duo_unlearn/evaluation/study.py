@@ -239,34 +239,32 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                 preserve_prompts) -> None:
     """Train one model of the study, unless ``folder`` holds one trained with exactly this config."""
     from duo_unlearn.config import DUOConfig
-    from duo_unlearn.configs import config_to_yaml
     from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.pipelines import load_shapeworld
     from duo_unlearn.trainer import train
     from duo_unlearn.world.quality import NUM_INFERENCE_STEPS
 
     if spec["method"] == "duo":
-        config = DUOConfig(pairs_dir=str(pairs_dir), output_dir=str(folder), beta=spec["beta"],
-                           base_learning_rate=cfg.base_learning_rate,
-                           base_preservation_weight=cfg.base_preservation_weight,
-                           preservation_weight=spec.get("preservation_weight"), use_prompts=cfg.use_prompts,
-                           prompt_dropout=cfg.prompt_dropout, timestep_range=cfg.timestep_range,
-                           max_train_steps=cfg.train_steps, train_batch_size=cfg.train_batch_size, seed=seed,
-                           checkpointing_steps=0)
+        settings = dict(pairs_dir=str(pairs_dir), beta=spec["beta"], base_learning_rate=cfg.base_learning_rate,
+                        base_preservation_weight=cfg.base_preservation_weight,
+                        preservation_weight=spec.get("preservation_weight"), use_prompts=cfg.use_prompts,
+                        prompt_dropout=cfg.prompt_dropout, timestep_range=list(cfg.timestep_range),
+                        max_train_steps=cfg.train_steps, train_batch_size=cfg.train_batch_size)
     elif spec["method"] == "esd":
-        config = DUOConfig(method="esd", output_dir=str(folder), esd_concept_prompt="a shape with a black x over it",
-                           esd_eta=1.0, esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8,
-                           max_train_steps=cfg.esd_steps, train_batch_size=4, seed=seed, checkpointing_steps=0,
-                           esd_sampling_steps=NUM_INFERENCE_STEPS)  # ShapeWorld's sampler (see world/quality.py)
+        settings = dict(method="esd", esd_concept_prompt="a shape with a black x over it", esd_eta=1.0,
+                        esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8, max_train_steps=cfg.esd_steps,
+                        train_batch_size=4, esd_sampling_steps=NUM_INFERENCE_STEPS)  # ShapeWorld's sampler
     elif spec["method"] == "uce":
-        config = DUOConfig(method="uce", output_dir=str(folder), uce_erase_prompts=tuple(concept_prompts),
-                           uce_target_prompts=tuple(safe_prompts), uce_preserve_prompts=tuple(preserve_prompts),
-                           seed=seed)
+        settings = dict(method="uce", uce_erase_prompts=list(concept_prompts), uce_target_prompts=list(safe_prompts),
+                        uce_preserve_prompts=list(preserve_prompts))
     else:
         raise ValueError(f"unknown method {spec['method']!r}")
-    marker = folder / "study_train_config.yaml"  # what this study asked for, written once training finished
-    if (folder / LORA_WEIGHTS_NAME).is_file() and marker.is_file() and marker.read_text() == config_to_yaml(config):
+    settings["seed"] = seed
+    # what this study asked for (not every DUOConfig default), written once training finished, so
+    # a model is reused exactly when its settings are unchanged
+    marker, asked = folder / "study_train_settings.json", json.dumps(settings, sort_keys=True)
+    if (folder / LORA_WEIGHTS_NAME).is_file() and marker.is_file() and marker.read_text() == asked:
         return
     print(f"train {spec['name']} ...", flush=True)
-    train(config, pipe=load_shapeworld())
-    atomic_write_text(marker, config_to_yaml(config))
+    train(DUOConfig(output_dir=str(folder), checkpointing_steps=0, **settings), pipe=load_shapeworld())
+    atomic_write_text(marker, asked)
