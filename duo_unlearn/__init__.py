@@ -13,8 +13,6 @@ Everything a notebook needs is importable from here; the names resolve on first 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from importlib import metadata
 
 try:
@@ -30,13 +28,14 @@ _EXPORTS = {
     "make_pairs": ("duo_unlearn.pairs", "make_pairs"),
     "AttackConfig": ("duo_unlearn.attacks.base", "AttackConfig"),
     "attack": ("duo_unlearn.attacks", "run_attack"),
-    "EvalConfig": ("duo_unlearn.evaluate", "EvalConfig"),
+    "EvalConfig": ("duo_unlearn.evaluation.config", "EvalConfig"),
+    "evaluate": ("duo_unlearn.evaluation", "run_eval"),
     "load_pipeline": ("duo_unlearn.pipelines", "load_pipeline"),
     "duo_loss": ("duo_unlearn.losses", "duo_loss"),
     "output_preservation_loss": ("duo_unlearn.losses", "output_preservation_loss"),
 }
 
-__all__ = [*_EXPORTS, "evaluate", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):
@@ -51,27 +50,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(__all__)
 
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        return self.run_eval(*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    """``duo_unlearn.evaluate`` names both the eval submodule and, as the public API promises,
-    the eval entry point: it is the submodule, made callable (``evaluate(cfg)`` runs
-    ``run_eval(cfg)``), so ``from duo_unlearn import evaluate``, ``evaluate.EvalConfig`` and
-    ``import duo_unlearn.evaluate as m`` all work whichever is imported first."""
-
-    @property
-    def evaluate(self):
-        module = importlib.import_module("duo_unlearn.evaluate")
-        module.__class__ = _CallableModule
-        return module
-
-    @evaluate.setter
-    def evaluate(self, value) -> None:  # the import system binds the submodule here; the property serves it
-        pass
-
-
-sys.modules[__name__].__class__ = _Package

@@ -29,7 +29,7 @@ COMMANDS = {
     "pairs": ("make SDEdit (unsafe, safe) pairs", ("duo_unlearn.pairs", "PairsConfig")),
     "train": ("unlearn a concept (DUO, or the ESD/UCE baselines)", ("duo_unlearn.config", "DUOConfig")),
     "attack": ("red-team a (base or unlearned) model", ("duo_unlearn.attacks.base", "AttackConfig")),
-    "eval": ("all methods through all attacks and metrics -> report/", ("duo_unlearn.evaluate", "EvalConfig")),
+    "eval": ("all methods through all attacks and metrics -> report/", ("duo_unlearn.evaluation.config", "EvalConfig")),
     "demo": ("pairs, DUO training and before/after figures on ShapeWorld", ("duo_unlearn.demo", "DemoConfig")),
 }
 WORLD_COMMANDS = {
@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace, cfg) -> int:
         from duo_unlearn.preflight import check_eval
 
         check_eval(cfg)
-        from duo_unlearn.evaluate import run_eval
+        from duo_unlearn.evaluation import run_eval
 
         run_eval(cfg)
     elif args.command == "demo":

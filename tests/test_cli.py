@@ -139,10 +139,10 @@ def test_public_api_is_lazy_and_complete():
         assert name in duo_unlearn.__all__ and getattr(duo_unlearn, name) is not None
     from duo_unlearn import AttackConfig, EvalConfig, attack, evaluate
     from duo_unlearn.attacks import run_attack
-    from duo_unlearn.evaluate import run_eval
+    from duo_unlearn.evaluation import run_eval
 
-    assert attack is run_attack and callable(evaluate) and evaluate.run_eval is run_eval
-    assert EvalConfig is evaluate.EvalConfig and AttackConfig.__name__ == "AttackConfig"
+    assert attack is run_attack and evaluate is run_eval
+    assert EvalConfig.__module__ == "duo_unlearn.evaluation.config" and AttackConfig.__name__ == "AttackConfig"
     done = subprocess.run([sys.executable, "-c", "import sys, duo_unlearn; print('torch' in sys.modules)"],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr

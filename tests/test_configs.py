@@ -13,7 +13,7 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 def _all_configs():
     from duo_unlearn.attacks import AttackConfig
-    from duo_unlearn.evaluate import EvalConfig
+    from duo_unlearn.evaluation import EvalConfig
     from duo_unlearn.world.detector import DetectorTrainConfig
     from duo_unlearn.world.train import WorldTrainConfig
 
@@ -29,7 +29,7 @@ def test_every_field_is_documented(cls):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
-    from duo_unlearn.evaluate import EvalConfig
+    from duo_unlearn.evaluation import EvalConfig
 
     cls = PairsConfig if "pairs" in path.name else EvalConfig if "eval" in path.name else DUOConfig
     cfg = load_config(cls, path)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from duo_unlearn.evaluate import EvalConfig, run_eval
+from duo_unlearn.evaluation import EvalConfig, run_eval
 from duo_unlearn.evaluation.protocol import ProtocolMismatch
 from duo_unlearn.stats import Estimate
 

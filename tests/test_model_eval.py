@@ -10,7 +10,7 @@ from duo_unlearn.attacks import AttackConfig, run_attack
 from duo_unlearn.attacks.task_file import load_task
 from duo_unlearn.config import DUOConfig
 from duo_unlearn.detectors import register_detector
-from duo_unlearn.evaluate import EvalConfig, run_eval
+from duo_unlearn.evaluation import EvalConfig, run_eval
 from duo_unlearn.perceptual import register_perceptual_metric
 from duo_unlearn.stats import Estimate
 from duo_unlearn.testing import random_pair_dataset, save_tiny_clip_model, tiny_sd_pipeline

@@ -12,7 +12,7 @@ from duo_unlearn.attacks.base import AttackConfig
 from duo_unlearn.cli import main
 from duo_unlearn.config import DUOConfig
 from duo_unlearn.configs import field_docs
-from duo_unlearn.evaluate import EvalConfig
+from duo_unlearn.evaluation import EvalConfig
 from duo_unlearn.pairs import PairsConfig
 
 
@@ -156,9 +156,9 @@ def test_attack_errors_come_first(tmp_path, capsys, no_model_loads):
 
 # ------------------------------------------------------------------ duo eval
 def test_eval_on_shapeworld_refuses_real_model_options(tmp_path, capsys, no_model_loads, monkeypatch):
-    import duo_unlearn.evaluate as evaluate_module
+    import duo_unlearn.evaluation as evaluation
 
-    monkeypatch.setattr(evaluate_module, "run_eval", lambda cfg: pytest.fail("the study started"))
+    monkeypatch.setattr(evaluation, "run_eval", lambda cfg: pytest.fail("the study started"))
     err = _cli_error(capsys, ["eval", "--output-dir", str(tmp_path / "o"), "--models", "a=b",
                               "--captions-file", "c.txt", "--clip-model", "openai/clip"])
     assert "--models, --captions-file, --clip-model: only for a real model" in err

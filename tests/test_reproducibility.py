@@ -8,11 +8,7 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
-
-from duo_unlearn.testing import tiny_sd_pipeline
 
 
 def _duo(*args: str, cwd) -> None:
@@ -20,25 +16,6 @@ def _duo(*args: str, cwd) -> None:
     done = subprocess.run([sys.executable, "-m", "duo_unlearn.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-
-
-@pytest.fixture(scope="module")
-def saved_model_and_pairs(tmp_path_factory):
-    """A tiny SD pipeline saved like a hub checkpoint, and a pair folder of random images."""
-    root = tmp_path_factory.mktemp("repro")
-    tiny_sd_pipeline().save_pretrained(root / "model")
-    pairs = root / "pairs"
-    (pairs / "unsafe").mkdir(parents=True)
-    (pairs / "safe").mkdir()
-    g = np.random.default_rng(0)
-    records = []
-    for i in range(4):
-        for side in ("unsafe", "safe"):
-            Image.fromarray(g.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(pairs / side / f"{i:05d}.png")
-        records.append({"index": i, "kept": True, "unsafe_prompt": "a box with a cross", "safe_prompt": "a box",
-                        "unsafe_image": f"unsafe/{i:05d}.png", "safe_image": f"safe/{i:05d}.png"})
-    (pairs / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    return root
 
 
 def _train(root, name: str, seed: int) -> bytes:
@@ -51,10 +28,11 @@ def _train(root, name: str, seed: int) -> bytes:
 
 
 def test_same_seed_gives_the_same_lora_bits_in_fresh_processes(saved_model_and_pairs):
+    """saved_model_and_pairs (conftest): a tiny pipeline saved like a hub checkpoint and a pair folder."""
     root = saved_model_and_pairs
-    first, again = _train(root, "a", seed=3), _train(root, "b", seed=3)
+    first, again = _train(root, "repro-a", seed=3), _train(root, "repro-b", seed=3)
     assert first == again
-    assert _train(root, "c", seed=4) != first  # the seed matters, so equality above is not vacuous
+    assert _train(root, "repro-c", seed=4) != first  # the seed matters, so equality above is not vacuous
 
 
 def _demo(root, name: str, seed: int) -> dict:

@@ -99,7 +99,7 @@ def write_pooled_report(out: str | Path, cfg) -> dict:
 
 
 def _attacks_in(seed_results: list[dict]) -> list[str]:
-    from duo_unlearn.evaluate import ATTACK_NAMES
+    from duo_unlearn.evaluation.config import ATTACK_NAMES
 
     found = {k[4:] for r in seed_results for row in r["models"].values() for k in row["figures"]
              if k.startswith("dsr/")}

@@ -1,16 +1,17 @@
-"""`duo eval`: every method through every attack and metric, with intervals, into one report.
+"""`EvalConfig`: the settings of `duo eval` (every method through every attack and metric, with
+intervals, into one report).
 
     make eval      (duo eval --config configs/eval_shapeworld.yaml)
     make eval-quick                       (one seed, small samples: a first look in minutes)
     duo eval --config configs/sd14_nudity_eval.yaml   (a real model and your LoRA folders)
 
-This module holds the settings and picks the recipe; the work is laid out in
-``duo_unlearn.evaluation``: the pinned protocol (``protocol``), the figures and their
-intervals (``metrics``, shared with `duo demo`), the ShapeWorld study (``study``: pairs,
-training and evaluation over several seeds), a real model (``real_model``) and the report
-(``report``). Both recipes write the same results schema: ``seed-N/results.json`` per seed
-(figures with 95 % intervals, per-stage wall times, the protocol and its hash), pooled into
-``report/`` (results.json, index.md, index.html, Pareto plots with error bars, grids).
+The work is laid out beside this module in ``duo_unlearn.evaluation``: the pinned protocol
+(``protocol``), the figures and their intervals (``metrics``, shared with `duo demo`), the
+ShapeWorld study (``study``: pairs, training and evaluation over several seeds), a real model
+(``real_model``) and the report (``report``). Both recipes write the same results schema:
+``seed-N/results.json`` per seed (figures with 95 % intervals, per-stage wall times, the
+protocol and its hash), pooled into ``report/`` (results.json, index.md, index.html, Pareto
+plots with error bars, grids).
 """
 
 from __future__ import annotations
@@ -129,20 +130,3 @@ class EvalConfig:
         model = "ShapeWorld" if self.pretrained_model == SHAPEWORLD else self.pretrained_model
         return f"duo-unlearn evaluation ({model})"
 
-
-def run_eval(cfg: EvalConfig) -> dict:
-    """Run (or, with ``report_only``, only re-report) the evaluation; returns the pooled results."""
-    from duo_unlearn.evaluation.report import rebuild_report
-    from duo_unlearn.preflight import check_eval
-
-    check_eval(cfg)  # every input, before any model loads
-
-    if cfg.report_only:
-        return rebuild_report(cfg.output_dir, cfg)
-    if cfg.pretrained_model != SHAPEWORLD:
-        from duo_unlearn.evaluation.real_model import run_model_eval
-
-        return run_model_eval(cfg)
-    from duo_unlearn.evaluation.study import run_study
-
-    return run_study(cfg)
