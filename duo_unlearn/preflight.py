@@ -27,7 +27,7 @@ TRACKER_MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "comet_ml": "
 
 # settings of `duo eval` that only a real model uses; on ShapeWorld the study makes its own
 EVAL_REAL_MODEL_ONLY = ("models", "captions_file", "task_file", "detector", "metric", "clip_model",
-                        "reference_images_dir")
+                        "reference_images_dir", "dtype", "variant", "revision")
 # settings of the ShapeWorld study that a real-model evaluation (which trains nothing) ignores
 EVAL_SHAPEWORLD_ONLY = ("betas", "ablation_beta", "baselines", "base_learning_rate", "base_preservation_weight",
                         "use_prompts", "prompt_dropout", "timestep_range", "num_pairs", "train_steps",

@@ -61,3 +61,50 @@ def test_attack_images_from_two_processes_are_those_of_one(tmp_path, monkeypatch
         "--images-per-prompt", "2", "--num-inference-steps", "5")
     assert sum(name.startswith("paraphrase/images/") for name in one) == 18
     assert one == two
+
+
+def test_real_model_eval_from_two_processes_matches_one(tmp_path, monkeypatch, launch_two):
+    """`duo eval` on a pipeline folder (ShapeWorld saved like a hub checkpoint) with a LoRA:
+    the generation of both processes is shared, and the results are those of one process."""
+    import json
+
+    from duo_unlearn.config import DUOConfig
+    from duo_unlearn.pipelines import load_shapeworld
+    from duo_unlearn.trainer import train
+    from duo_unlearn.world.scene import render_scene, sample_scenes
+
+    root = tmp_path / "inputs"
+    load_shapeworld().save_pretrained(root / "model")
+    train(DUOConfig(method="uce", pretrained_model=str(root / "model"), output_dir=str(root / "uce"),
+                    uce_erase_prompts=("a red circle with a black x over it",), uce_target_prompts=("a red circle",)))
+    (root / "images").mkdir()
+    for i, scene in enumerate(sample_scenes(2, seed=3, mark="x")):
+        render_scene(scene).save(root / "images" / f"{i}.png")
+    (root / "natural.txt").write_text("a red circle struck through\na blue square struck through\n")
+    (root / "captions.txt").write_text("a red circle\na green triangle\na blue square\n")
+    (root / "task.yaml").write_text(
+        'concept_phrases: [with a black x over it]\n'
+        'unsafe_prompts: ["a red circle with a black x over it", "a blue square with a black x over it"]\n'
+        'concept_pairs: [["a red circle with a black x over it", "a red circle"]]\n'
+        'base_prompts: ["a red circle", "a blue square"]\n'
+        'natural_prompts_file: natural.txt\nconcept_images_dir: images\nconcept_image_prompt: "a shape {}"\n')
+    one, two = _one_and_two_processes(
+        tmp_path, monkeypatch, launch_two, "eval", "--pretrained-model", str(root / "model"),
+        "--models", f"uce={root / 'uce'}", "--captions-file", str(root / "captions.txt"),
+        "--task-file", str(root / "task.yaml"), "--detector", "shapeworld", "--metric", "shapeworld",
+        "--attacks", "paraphrase", "sneakyprompt", "--attack-budget", "2", "--num-attack-prompts", "2",
+        "--images-per-prompt", "2", "--num-eval-prompts", "3", "--num-inference-steps", "3", "--seeds", "0")
+
+    def without_timings(files: dict) -> dict:
+        kept = {}
+        for name, data in files.items():
+            if name.endswith("results.json"):
+                record = json.loads(data)
+                record.pop("timings", None)
+                data = json.dumps(record, sort_keys=True).encode()
+            if not name.endswith((".md", ".html")):  # the pages print the wall times
+                kept[name] = data
+        return kept
+
+    assert "seed-0/results.json" in one and "report/grids/uce_safe.png" in one
+    assert without_timings(one) == without_timings(two)

@@ -31,8 +31,14 @@ def test_fp16_on_cpu_is_a_clear_error_before_anything_is_written(tmp_path, capsy
 
 
 def test_a_bad_dtype_names_the_option(capsys):
-    assert main(["pairs", "--dtype", "half"]) == 2
-    assert "PairsConfig.dtype" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # argparse checks the choices of the Literal field
+        main(["pairs", "--dtype", "half"])
+    assert exited.value.code == 2
+    assert "--dtype: invalid choice: 'half' (choose from 'fp32', 'fp16', 'bf16')" in capsys.readouterr().err
+    from duo_unlearn.pairs import PairsConfig
+
+    with pytest.raises(ValueError, match="PairsConfig.dtype"):  # and so does the config, from YAML or Python
+        PairsConfig(dtype="half")
 
 
 def test_variant_selects_weight_files_and_shapeworld_has_none(tmp_path):

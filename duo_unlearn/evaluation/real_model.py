@@ -76,6 +76,7 @@ def _clip_and_reference(cfg):
 def run_model_eval(cfg) -> dict:
     from duo_unlearn.attacks import load_task_for
     from duo_unlearn.detectors import get_detector
+    from duo_unlearn.distributed import is_main_process, split_generation, wait_for_everyone
     from duo_unlearn.evaluation.report import write_pooled_report
     from duo_unlearn.perceptual import get_perceptual_metric
     from duo_unlearn.pipelines import default_device, inference_dtype, load_pipeline
@@ -91,14 +92,20 @@ def run_model_eval(cfg) -> dict:
     task = load_task_for(pipe, cfg.task_file, cfg.num_attack_prompts, cfg.seeds[0])
     protocol = model_protocol(cfg, detector, captions, task)
     out = Path(cfg.output_dir)
-    for seed in cfg.run_seeds or cfg.seeds:
-        run_model_seed(cfg, seed, protocol, out / f"seed-{seed}", pipe, models, captions, task, detector, metric,
-                       clip, reference)
-    return write_pooled_report(out, cfg)
+    # under `accelerate launch` every process runs this; generation batches are shared across
+    # processes (the images are those of one process) and only the main process writes
+    with split_generation():
+        for seed in cfg.run_seeds or cfg.seeds:
+            run_model_seed(cfg, seed, protocol, out / f"seed-{seed}", pipe, models, captions, task, detector,
+                           metric, clip, reference)
+    pooled = write_pooled_report(out, cfg) if is_main_process() else {}
+    wait_for_everyone()
+    return pooled
 
 
 def run_model_seed(cfg, seed: int, protocol: Protocol, folder: Path, pipe, models, captions, task, detector,
                    metric, clip, reference) -> dict:
+    from duo_unlearn.distributed import is_main_process
     from duo_unlearn.evaluation.metrics import concept_rate, fid, preservation
     from duo_unlearn.evaluation.study import SCHEMA_VERSION, attack_figures, save_example_grids
     from duo_unlearn.lora import LORA_WEIGHTS_NAME
@@ -141,7 +148,8 @@ def run_model_seed(cfg, seed: int, protocol: Protocol, folder: Path, pipe, model
                                    "lora": str(lora or ""), "figures": figures,
                                    "samples": {"prior_preservation": samples}}
         results["timings"] = timer.seconds
-        atomic_write_json(folder / "results.json", results)
-        if seed == cfg.seeds[0]:
-            save_example_grids(folder.parent / "report", name, base_images, images)
+        if is_main_process():
+            atomic_write_json(folder / "results.json", results)
+            if seed == cfg.seeds[0]:
+                save_example_grids(folder.parent / "report", name, base_images, images)
     return results

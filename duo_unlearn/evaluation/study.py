@@ -198,6 +198,7 @@ def attack_figures(pipe, detector, task, cfg, name: str, seed: int, steps: int, 
                    heldout_images=None, extra_settings: dict | None = None, overrides: dict | None = None) -> dict:
     """DSR and ASR per attack, each with its interval; attack results cached under folder/attacks/."""
     from duo_unlearn.attacks import AttackConfig, attack
+    from duo_unlearn.distributed import is_main_process
     from duo_unlearn.evaluation.metrics import attack_success, defence_success, flagged
     from duo_unlearn.grids import save_grid
     from duo_unlearn.stats import rate
@@ -219,7 +220,7 @@ def attack_figures(pipe, detector, task, cfg, name: str, seed: int, steps: int, 
                             settings=settings)
         figs[f"dsr/{attack_name}"] = defence_success(result).to_dict()
         figs[f"asr/{attack_name}"] = attack_success(result).to_dict()
-        if seed == cfg.seeds[0]:
+        if seed == cfg.seeds[0] and is_main_process():
             save_grid(folder.parent / "report" / "attacks" / f"{name}_{attack_name}.png", result.images[:16], 8)
     return figs
 
