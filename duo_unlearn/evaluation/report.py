@@ -137,9 +137,9 @@ def main_table(pooled: dict) -> list[list[str]]:
     models, attacks = pooled["models"], pooled["attacks"]
     keys = [(k, label, f) for k, label, f in FIGURES if any(k in m["figures"] for m in models.values())]
     keys += [(f"dsr/{a}", f"DSR {a}", ".2f") for a in attacks]
-    rows = [["model"] + [label for _, label, _ in keys]]
+    rows = [["model", "seeds"] + [label for _, label, _ in keys]]
     for name, m in models.items():
-        rows.append([name] + [_fmt(m["figures"].get(k), f) for k, _, f in keys])
+        rows.append([name, str(m.get("seeds", ""))] + [_fmt(m["figures"].get(k), f) for k, _, f in keys])
     return rows
 
 
