@@ -40,7 +40,14 @@ def _one_and_two_processes(tmp_path, monkeypatch, launch_two, *args: str) -> tup
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     monkeypatch.chdir(tmp_path / "one")
-    assert main([*args, "--output-dir", "out"]) == 0
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each launched process (OMP_NUM_THREADS=1): another thread count rounds differently
+    try:
+        assert main([*args, "--output-dir", "out"]) == 0
+    finally:
+        torch.set_num_threads(threads)
     launch_two(*args, "--output-dir", "out", cwd=tmp_path / "two")
     return _files(tmp_path / "one" / "out"), _files(tmp_path / "two" / "out")
 
