@@ -177,10 +177,11 @@ def _run(args: argparse.Namespace, cfg) -> int:
 
         check_attack(cfg)
         from duo_unlearn.attacks import run_attack
+        from duo_unlearn.evaluation.metrics import attack_success, defence_success
 
         result = run_attack(cfg)
-        print(f"{result.method}: attack success rate {result.attack_success_rate:.2f}, "
-              f"defence success rate {result.defence_success_rate:.2f} over {len(result.images)} images")
+        print(f"{result.method}: attack success rate {attack_success(result).format()}, "
+              f"defence success rate {defence_success(result).format()} (95 % Wilson intervals)")
     elif args.command == "eval":
         from duo_unlearn.preflight import check_eval
 

@@ -71,6 +71,19 @@ def pooled_rate(estimates: Sequence[Estimate], confidence: float = CONFIDENCE) -
     return wilson(sum(e.k for e in estimates), sum(e.n for e in estimates), confidence)
 
 
+def seed_mean(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean over seeds with a Student-t interval (n = number of seeds): for figures that cannot
+    be pooled image by image (FID, CLIP score). One seed, or equal values: the point itself."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2 or np.all(x == x[0]):
+        return Estimate(mean, mean, mean, len(x))
+    half = float(stats.t.ppf(1 - (1 - confidence) / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return Estimate(mean, mean - half, mean + half, len(x))
+
+
 def bootstrap_mean(samples: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE,
                    n_resamples: int = 2000, seed: int = 0) -> Estimate:
     """The mean of per-prompt values with a percentile bootstrap interval over prompts."""

@@ -64,3 +64,13 @@ def test_estimate_round_trips_and_formats():
     assert Estimate.from_dict(e.to_dict()) == e
     assert e.format() == "0.75 [0.47, 0.91] n=12"
     assert e.overlaps(wilson(12, 12)) and not wilson(0, 48).overlaps(wilson(48, 48))
+
+
+def test_seed_mean_is_the_student_t_interval_worked_by_hand():
+    """Seeds 1, 2, 3: mean 2, sd 1, t(0.975, 2 df) = 4.302653, half-width 4.302653 / sqrt(3) = 2.484138."""
+    from duo_unlearn.stats import seed_mean
+
+    e = seed_mean([1.0, 2.0, 3.0])
+    assert (e.value, e.n, e.k) == (2.0, 3, None)
+    assert e.low == pytest.approx(2 - 2.484138, abs=1e-5) and e.high == pytest.approx(2 + 2.484138, abs=1e-5)
+    assert seed_mean([0.7]) == Estimate(0.7, 0.7, 0.7, 1)

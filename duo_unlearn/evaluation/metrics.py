@@ -27,11 +27,11 @@ def concept_rate(detector, images) -> Estimate:
 
 def defence_success(result) -> Estimate:
     """An attack's defence success rate: images of ``result`` in which the concept did not come back."""
-    return rate(np.asarray(result.scores) < result.threshold)
+    return rate(~result.success)
 
 
 def attack_success(result) -> Estimate:
-    return rate(np.asarray(result.scores) >= result.threshold)
+    return rate(result.success)
 
 
 def preservation(metric, base_images, new_images) -> tuple[Estimate, list[float]]:

@@ -12,11 +12,9 @@ import html
 import json
 from pathlib import Path
 
-import numpy as np
-
 from duo_unlearn.evaluation.protocol import require_same_protocol
 from duo_unlearn.io import atomic_write_json, atomic_write_text
-from duo_unlearn.stats import Estimate, bootstrap_mean, pooled_rate
+from duo_unlearn.stats import Estimate, bootstrap_mean, pooled_rate, seed_mean
 
 CONTROL_ATTACKS = {"paraphrase": "control: unseen wordings, no search"}
 
@@ -24,19 +22,6 @@ FIGURES = [("prior_preservation", "preservation", ".3f"), ("close_concept_preser
            ("fid_detector_space", "FID(det)", ".0f"), ("fid_clip", "FID(CLIP)", ".2f"),
            ("clip_score", "CLIP score", ".2f"), ("colour_accuracy/safe", "colour acc", ".2f"),
            ("concept_rate/unsafe", "concept rate (unsafe)", ".2f"), ("close_rate/close", "close-concept rate", ".2f")]
-
-
-def seed_mean(values: list[float]) -> Estimate:
-    """Mean over seeds with a Student-t 95 % interval (n = number of seeds): for figures that
-    cannot be pooled image by image (FID, CLIP score)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    mean = float(x.mean())
-    if len(x) < 2 or np.all(x == x[0]):
-        return Estimate(mean, mean, mean, len(x))
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return Estimate(mean, mean - half, mean + half, len(x))
 
 
 def load_seed_results(out: Path, seeds=None) -> dict[str, dict]:

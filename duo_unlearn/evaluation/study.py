@@ -105,6 +105,7 @@ def run_seed(cfg, seed: int, protocol: Protocol, folder: Path) -> dict:
     from duo_unlearn.attacks import shapeworld_task
     from duo_unlearn.demo import DemoConfig, unsafe_safe_prompts
     from duo_unlearn.detectors import ShapeWorldDetector
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.pairs import PairsConfig, make_pairs
     from duo_unlearn.perceptual import ShapeWorldPerceptual
     from duo_unlearn.pipelines import load_shapeworld
@@ -144,6 +145,7 @@ def run_seed(cfg, seed: int, protocol: Protocol, folder: Path) -> dict:
     with timer("generate/base"):
         base_figures, base_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=seed,
                                                           num_inference_steps=steps)
+    results["prompts"] = _prompt_lists(cfg.num_eval_prompts, seed)
     for spec in specs:
         name = spec["name"]
         if name in results["models"]:
@@ -159,7 +161,7 @@ def run_seed(cfg, seed: int, protocol: Protocol, folder: Path) -> dict:
                                           num_inference_steps=steps)
             row = model_row(spec, figures, images, base_images, metric, reference)
             is_base = spec["method"] == "base"
-            digest = {} if is_base else {"lora": file_digest(lora / "pytorch_lora_weights.safetensors")}
+            digest = {} if is_base else {"lora": file_digest(lora / LORA_WEIGHTS_NAME)}
             row["figures"].update(attack_figures(pipe, detector, task, cfg, name, seed, steps, folder, timer,
                                                  heldout_images=images["heldout"], extra_settings=digest))
         finally:
@@ -167,7 +169,6 @@ def run_seed(cfg, seed: int, protocol: Protocol, folder: Path) -> dict:
                 pipe.unload_lora_weights()
         results["models"][name] = row
         results["timings"] = timer.seconds
-        results["prompts"] = _prompt_lists(cfg.num_eval_prompts, seed)
         atomic_write_json(path, results)
         if seed == cfg.seeds[0]:
             save_example_grids(folder.parent / "report", name, base_images, images)
