@@ -54,6 +54,24 @@ class DUOConfig:
     prompt_dropout: float = 0.0
     """With use_prompts, share of prompts replaced by the empty one (authors' cfg_train: 0.2)."""
 
+    # --- robust DUO: the preference also under an adversarial conditioning ---
+    adversarial_conditioning: bool = False
+    """Robust DUO. Besides the empty (or pair) prompt, apply the preference under the conditioning
+    with which the *current* model best reproduces the unsafe images: a sequence of text hidden
+    states, kept across steps and moved by ``adversarial_steps`` descent steps on the model's
+    denoising error of the batch's unsafe images before every update (a persistent white-box
+    adversary, as in adversarial training). The attacks that learn embeddings against the
+    unlearned model look for exactly that conditioning; training under it leaves them nothing
+    to find. Found from the images alone: no prompt is needed."""
+    adversarial_steps: int = 2
+    """Descent steps on the adversarial conditioning per training step (each one forward and
+    backward of the denoiser on the unsafe half of the batch)."""
+    adversarial_lr: float = 1e-2
+    """Adam learning rate of the adversarial conditioning."""
+    adversarial_weight: float = 1.0
+    """Weight of the preference term under the adversarial conditioning (the term under the
+    empty or pair prompt keeps weight 1)."""
+
     # --- ESD baseline (method = 'esd') ---
     esd_concept_prompt: str = "a shape with a black x over it"
     """The concept to erase, as text."""
@@ -161,11 +179,13 @@ class DUOConfig:
         if self.lr_warmup_steps < 0:
             raise ValueError(f"DUOConfig.lr_warmup_steps must be >= 0, got {self.lr_warmup_steps}")
         for name in ("max_train_steps", "train_batch_size", "gradient_accumulation_steps", "lora_rank",
-                     "esd_sampling_steps"):
+                     "esd_sampling_steps", "adversarial_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.prompt_dropout < 1:
             raise ValueError(f"DUOConfig.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
+        if self.adversarial_lr <= 0 or self.adversarial_weight < 0:
+            raise ValueError("DUOConfig.adversarial_lr must be positive and adversarial_weight >= 0")
         if self.preservation_weight is not None and self.preservation_weight < 0:
             raise ValueError("DUOConfig.preservation_weight must be >= 0")
 

@@ -31,7 +31,7 @@ from duo_unlearn.families import Conditioning, encode_latents, family_for, scale
 from duo_unlearn.hub import model_card, push_to_hub
 from duo_unlearn.io import atomic_dir, atomic_save_safetensors, atomic_write_json, atomic_write_text
 from duo_unlearn.lora import ADAPTER_STATE_NAME, adapters_disabled, add_lora, load_adapter_state_dict, save_lora
-from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss
+from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss, per_sample_mse
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,10 @@ class UnlearningTrainer:
         self.null_cond = self.family.encode_prompts([""]).to(acc.device)
         if cfg.method == "duo":
             self._cache_pairs()
+        self.adversarial_embeds = None
+        if cfg.method == "duo" and cfg.adversarial_conditioning:  # starts at the empty prompt's conditioning
+            self.adversarial_embeds = torch.nn.Parameter(self.null_cond.hidden_states[:1].detach().float().clone())
+            self.adversarial_optimizer = torch.optim.Adam([self.adversarial_embeds], lr=cfg.adversarial_lr)
         else:
             self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)
 
@@ -170,8 +174,38 @@ class UnlearningTrainer:
             safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
 
+    def _adversarial_conditioning(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
+                                  noise: torch.Tensor) -> tuple[Conditioning, float]:
+        """Move the persistent adversarial conditioning ``adversarial_steps`` Adam steps down the
+        current model's denoising error on the unsafe images ``x0`` (noised to ``x_t``), and
+        return it (detached) with the last error. Gradients reach the conditioning only, never
+        the LoRA; under several processes they are averaged, so the adversary sees the global batch."""
+        cfg, fam, acc = self.config, self.family, self.accelerator
+        model = acc.unwrap_model(self.model)  # no DDP hooks: no parameter gradient is made here
+        dtype = next(model.parameters()).dtype
+        n = len(x_t)
+        extra = self.null_cond.select([0] * n).extra
+        error = 0.0
+        for _ in range(cfg.adversarial_steps):
+            cond = Conditioning(self.adversarial_embeds.to(dtype).expand(n, -1, -1), extra)
+            pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
+            loss = per_sample_mse(pred, target).mean()
+            (grad,) = torch.autograd.grad(loss, self.adversarial_embeds)
+            if acc.num_processes > 1:
+                grad = acc.reduce(grad, "mean")
+            self.adversarial_embeds.grad = grad
+            self.adversarial_optimizer.step()
+            self.adversarial_optimizer.zero_grad(set_to_none=True)
+            error = loss.item()
+        return Conditioning(self.adversarial_embeds.detach().to(dtype).expand(n, -1, -1), extra), error
+
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
-        """DUO's loss on one batch of pairs, and what to log."""
+        """DUO's loss on one batch of pairs, and what to log.
+
+        One batched policy call and one reference call over the rows (unsafe, safe) under the
+        empty or pair prompt, pure noise under the empty prompt (the regulariser) and, for robust
+        DUO, (unsafe, safe) again under the adversarial conditioning. The loss is
+        ``duo(prompt rows) + λ·preservation + adversarial_weight·duo(adversarial rows)``."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
         index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
@@ -188,26 +222,41 @@ class UnlearningTrainer:
             inputs.append(fam.pure_noise_input(self._randn(x0_unsafe.shape[1:])))
             timesteps.append(torch.full((n,), fam.num_train_timesteps - 1, device=t_unsafe.device))
             conds.append(self.null_cond.select([0] * n))
+        logs: dict[str, float] = {}
+        if self.adversarial_embeds is not None:
+            adversarial, logs["adversarial_mse"] = self._adversarial_conditioning(inputs[0], t_unsafe, x0_unsafe, noise)
+            inputs += [inputs[0], inputs[1]]
+            timesteps += [t_unsafe, t_safe]
+            conds += [adversarial, adversarial]
         x_t, t, cond = torch.cat(inputs), torch.cat(timesteps), Conditioning.cat(conds)
         dtype = next(self.model.parameters()).dtype
         pred = fam.predict(self.model, x_t.to(dtype), t, cond).float()
         with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
             ref = fam.predict(self.model, x_t.to(dtype), t, cond).float()
-        pred_u, pred_s, pred_reg = pred[:n], pred[n:2 * n], pred[2 * n:]
-        ref_u, ref_s, ref_reg = ref[:n], ref[n:2 * n], ref[2 * n:]
-        mp_u, target_u = fam.loss_space(pred_u, x_t[:n], x0_unsafe, noise, t_unsafe)
-        mp_s, target_s = fam.loss_space(pred_s, x_t[n:2 * n], x0_safe, noise, t_safe)
-        rp_u, _ = fam.loss_space(ref_u, x_t[:n], x0_unsafe, noise, t_unsafe)
-        rp_s, _ = fam.loss_space(ref_s, x_t[n:2 * n], x0_safe, noise, t_safe)
-        terms = duo_loss_terms(mp_u, rp_u, mp_s, rp_s, target_u, target_s, cfg.beta)
-        preservation = output_preservation_loss(pred_reg, ref_reg) if weight > 0 else pred.new_zeros(())
+
+        def preference(u: slice, s: slice):
+            mp_u, target_u = fam.loss_space(pred[u], x_t[u], x0_unsafe, noise, t_unsafe)
+            mp_s, target_s = fam.loss_space(pred[s], x_t[s], x0_safe, noise, t_safe)
+            rp_u, _ = fam.loss_space(ref[u], x_t[u], x0_unsafe, noise, t_unsafe)
+            rp_s, _ = fam.loss_space(ref[s], x_t[s], x0_safe, noise, t_safe)
+            return duo_loss_terms(mp_u, rp_u, mp_s, rp_s, target_u, target_s, cfg.beta)
+
+        terms = preference(slice(0, n), slice(n, 2 * n))
+        reg = slice(2 * n, 3 * n)
+        preservation = output_preservation_loss(pred[reg], ref[reg]) if weight > 0 else pred.new_zeros(())
         loss = terms.loss + weight * preservation
-        logs = {
+        if self.adversarial_embeds is not None:
+            first = 3 * n if weight > 0 else 2 * n
+            adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n))
+            loss = loss + cfg.adversarial_weight * adv_terms.loss
+            logs.update({"adversarial_duo_loss": adv_terms.loss.item(),
+                         "adversarial_implicit_acc": adv_terms.implicit_accuracy.item()})
+        logs.update({
             "loss": loss.item(), "duo_loss": terms.loss.item(), "diff": terms.diff.mean().item(),
             "implicit_acc": terms.implicit_accuracy.item(), "preservation": preservation.item(),
             "mse/safe": terms.mse_safe.mean().item(), "mse/unsafe": terms.mse_unsafe.mean().item(),
             "ref_mse/safe": terms.ref_mse_safe.mean().item(), "ref_mse/unsafe": terms.ref_mse_unsafe.mean().item(),
-        }
+        })
         return loss, logs
 
     def esd_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -395,6 +444,10 @@ class UnlearningTrainer:
         for pid, state in opt_state["state"].items():
             for key, value in state.items():
                 tensors[f"optimizer.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        if self.adversarial_embeds is not None:  # the persistent adversary resumes where it was
+            tensors["adversary.embeds"] = self.adversarial_embeds.detach()
+            for key, value in self.adversarial_optimizer.state_dict()["state"].get(0, {}).items():
+                tensors[f"adversary.optimizer.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
         with atomic_dir(folder) as tmp:
             save_lora(self.pipe, acc.unwrap_model(self.model), self.family.lora_component, tmp)
             atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
@@ -459,6 +512,15 @@ class UnlearningTrainer:
                 _, pid, name = key.split(".", 2)
                 opt_state["state"].setdefault(int(pid), {})[name] = value
         self.optimizer.load_state_dict(opt_state)
+        if self.adversarial_embeds is not None:
+            if "adversary.embeds" not in tensors:
+                raise ValueError(f"{folder} was saved without adversarial_conditioning; resume with the same setting")
+            with torch.no_grad():
+                self.adversarial_embeds.copy_(tensors["adversary.embeds"])
+            adv_state = self.adversarial_optimizer.state_dict()
+            adv_state["state"] = {0: {key[len("adversary.optimizer."):]: value for key, value in tensors.items()
+                                      if key.startswith("adversary.optimizer.")}}
+            self.adversarial_optimizer.load_state_dict(adv_state)
         sched_state = self.lr_scheduler.state_dict()
         sched_state.update(state["lr_scheduler"])
         self.lr_scheduler.load_state_dict(sched_state)

@@ -18,15 +18,16 @@ import numpy as np
 from PIL import Image
 
 from duo_unlearn.configs import InferenceDtype, check_choices
-from duo_unlearn.io import atomic_save_image, atomic_write_json, load_image
+from duo_unlearn.io import atomic_save_image, atomic_save_safetensors, atomic_write_json, load_image
 
 
 @dataclasses.dataclass
 class AttackConfig:
     """Settings shared by every attack (`duo attack`)."""
 
-    method: Literal["paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk"] = "ring-a-bell"
-    """The attack (described in attacks/methods.py)."""
+    method: Literal["paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk",
+                    "adaptive-inversion", "embedding-probe"] = "ring-a-bell"
+    """The attack (prompt searches in attacks/methods.py, learned embeddings in attacks/inversion.py)."""
     pretrained_model: str = "shapeworld"
     """Base pipeline ('shapeworld', a folder or a hub id)."""
     dtype: InferenceDtype = "fp32"
@@ -58,6 +59,9 @@ class AttackConfig:
     """Classifier-free guidance for generated images."""
     budget: int = 0
     """Attack-specific effort (generations, steps, queries); 0 = the method's ShapeWorld default."""
+    num_tokens: int = 0
+    """Learned tokens of the inversion attacks (1-4 is typical); 0 = the method's default
+    (concept-inversion 1, as in its paper; adaptive-inversion 4)."""
 
     def __post_init__(self) -> None:
         check_choices(self)
@@ -72,6 +76,9 @@ class AttackResult:
     threshold: float
     seeds: list[int]
     extra: dict = dataclasses.field(default_factory=dict)
+    tensors: dict[str, dict] = dataclasses.field(default_factory=dict)
+    """What the attack learned, saved as ``<name>.safetensors`` beside result.json (e.g.
+    ``learned_embeds``: a textual inversion for ``pipe.load_textual_inversion``)."""
 
     @property
     def success(self) -> np.ndarray:
@@ -91,11 +98,15 @@ class AttackResult:
         folder = Path(folder)
         for i, img in enumerate(self.images):
             atomic_save_image(img, folder / "images" / f"{i:04d}.png")
+        for name, tensors in self.tensors.items():
+            atomic_save_safetensors({k: v.contiguous() for k, v in tensors.items()}, folder / f"{name}.safetensors",
+                                    metadata={"method": self.method})
         atomic_write_json(folder / "result.json", {
             "method": self.method, "settings": settings, "prompts": self.prompts, "seeds": self.seeds,
             "scores": [float(s) for s in self.scores], "threshold": self.threshold,
             "attack_success_rate": self.attack_success_rate, "defence_success_rate": self.defence_success_rate,
             "num_images": len(self.images), "extra": self.extra,
+            "tensor_files": sorted(f"{name}.safetensors" for name in self.tensors),
         })
         return folder
 
@@ -104,8 +115,13 @@ class AttackResult:
         folder = Path(folder)
         data = json.loads((folder / "result.json").read_text())
         images = [load_image(folder / "images" / f"{i:04d}.png") for i in range(data["num_images"])]
+        tensors = {}
+        for file in data.get("tensor_files", []):
+            from safetensors.torch import load_file
+
+            tensors[file.removesuffix(".safetensors")] = load_file(folder / file)
         return cls(data["method"], data["prompts"], images, np.array(data["scores"]), data["threshold"],
-                   data["seeds"], data.get("extra", {}))
+                   data["seeds"], data.get("extra", {}), tensors)
 
 
 def cached_result(folder: str | Path, settings: dict) -> AttackResult | None:

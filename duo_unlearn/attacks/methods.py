@@ -5,8 +5,8 @@
 - Ring-A-Bell (Tsai et al., ICLR 2024): a concept vector in text-embedding space from
   prompt pairs with and without the concept, added to safe prompts; a genetic search finds
   discrete tokens whose embedding matches. Model-agnostic: it never queries the target.
-- Concept Inversion (Pham et al., ICLR 2024): textual inversion of a new token against the
-  *unlearned* model on images of the concept, then generation with it.
+- Concept Inversion, the adaptive inversion and the conditioning-space probe learn embeddings
+  against the target itself: they live in ``attacks/inversion.py``.
 - SneakyPrompt-style (Yang et al., S&P 2024): black-box search, under a query budget, over
   substitute tokens for the concept words, rewarded by the detector's verdict on the
   target's image and by similarity to the original prompt.
@@ -53,6 +53,8 @@ class ConceptTask:
     """Real images of the concept: Concept Inversion's data, UnlearnDiffAtk's targets."""
     concept_image_prompts: list[str]
     """Per concept image, a prompt with '{}' where the learned token(s) go."""
+    safe_twins: list[Image.Image] | None = None
+    """Per concept image, the same image without the concept (the adaptive inversion's contrast)."""
 
     def fingerprint(self) -> str:
         """A digest of every prompt and image, so a cached attack result is reused only for the same task."""
@@ -63,7 +65,7 @@ class ConceptTask:
         texts = [self.natural_prompts, self.concept_pairs, self.base_prompts, self.unsafe_prompts,
                  self.concept_phrases, self.concept_image_prompts]
         digest.update(json.dumps(texts).encode())
-        for image in self.concept_images:
+        for image in self.concept_images + (self.safe_twins or []):
             digest.update(image.tobytes())
         return digest.hexdigest()[:16]
 
@@ -88,7 +90,8 @@ def shapeworld_task(n: int = 16, seed: int = 0) -> ConceptTask:
     images = [render_scene(s) for s in scenes]
     prompts = [caption_pair(s, rng)[1] + " {}" for s in scenes]
     phrases = [p.strip(" ,") for p in MARK_PHRASES["x"]]
-    return ConceptTask(natural, pairs, base, unsafe, phrases, images, prompts)
+    twins = [render_scene(s.with_mark("none")) for s in scenes]
+    return ConceptTask(natural, pairs, base, unsafe, phrases, images, prompts, twins)
 
 
 FUNCTION_WORDS = frozenset("a an the with it its over out on of in at by to and or".split())
@@ -115,8 +118,8 @@ def concept_token_pool(pipe, task: ConceptTask, vocab: torch.Tensor, size: int =
     return vocab[sims.argsort(descending=True)[:size]]
 
 
-DEFAULT_BUDGETS = {"paraphrase": 0, "ring-a-bell": 100, "concept-inversion": 200, "sneakyprompt": 60,
-                   "unlearndiffatk": 40}
+DEFAULT_BUDGETS = {"paraphrase": 0, "ring-a-bell": 100, "concept-inversion": 1000, "sneakyprompt": 60,
+                   "unlearndiffatk": 40, "adaptive-inversion": 1000, "embedding-probe": 1000}
 """ShapeWorld-sized effort when ``AttackConfig.budget`` is 0: generations, steps, iterations, queries."""
 
 
@@ -252,35 +255,6 @@ def _image_latents(pipe, images: list[Image.Image]) -> tuple[torch.Tensor, torch
     return mean.cpu(), std.cpu()  # mixed with CPU-seeded noise, moved to the denoiser after
 
 
-@register_attack("concept-inversion")
-def concept_inversion(pipe, detector, task: ConceptTask, cfg: AttackConfig, lr: float = 5e-3,
-                      batch_size: int = 4, init_word: str = "mark") -> AttackResult:
-    """Paper: ~5000 steps, lr 5e-3, ~25 images. Here ``budget`` steps (default 200)."""
-    steps = effective_budget(cfg, "concept-inversion")
-    family = family_for(pipe)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    mean, std = _image_latents(pipe, task.concept_images)
-    init_id = pipe.tokenizer(init_word, add_special_tokens=False).input_ids[0]
-    init = pipe.text_encoder.get_input_embeddings().weight[init_id : init_id + 1]
-    losses = []
-    with frozen(pipe.text_encoder, family.denoiser), Placeholders(pipe, 1, init=init, prefix="concept") as token:
-        opt = torch.optim.AdamW([token.vectors], lr=lr, weight_decay=0.0)
-        for _ in range(steps):
-            idx = torch.randint(len(mean), (batch_size,), generator=gen)
-            latents = scale_latents(pipe.vae, mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen))
-            prompts = [task.concept_image_prompts[i].format(token.text) for i in idx.tolist()]
-            loss = _denoising_loss(pipe, family, latents.to(family.denoiser.device),
-                                   encode_ids(pipe, tokenize(pipe, prompts)), gen)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
-        prompts = [p.format(token.text) for p in task.concept_image_prompts[: cfg.num_prompts]]
-        result = _render(pipe, cfg, prompts, detector, "concept-inversion",
-                         {"steps": steps, "lr": lr, "final_loss": float(np.mean(losses[-20:]))})
-    return result
-
-
 @register_attack("unlearndiffatk")
 def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_tokens: int = 5,
                      lr: float = 0.01, samples_per_step: int = 8) -> AttackResult:
@@ -380,3 +354,7 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
     return _render(pipe, cfg, found, detector, "sneakyprompt",
                    {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes,
                     "queries_per_batch": queries_per_batch})
+
+
+# the attacks that learn embeddings live in their own module; importing it registers them
+from duo_unlearn.attacks import inversion as _inversion  # noqa: E402,F401

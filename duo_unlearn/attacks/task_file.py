@@ -11,6 +11,8 @@ user writes the prompts and points at a folder of concept images::
     natural_prompts_file: i2p_nudity.txt              # or natural_prompts: [...]; one per line
     concept_images_dir: concept_images/               # PNG/JPEG/WebP/BMP, any size
     concept_image_prompt: "a photo of {}"             # '{}' is where learned tokens go
+    safe_twins_dir: pairs/safe/                       # optional: each concept image without the
+                                                      # concept, same sorted order (adaptive-inversion)
 
 Relative paths are taken from the YAML file's folder. Images are centre-cropped and resized
 to the pipeline's resolution, as diffusers' textual-inversion script does.
@@ -87,7 +89,15 @@ def load_task(path: str | Path, image_size: int) -> ConceptTask:
     template = data.get("concept_image_prompt", "{}")
     if not isinstance(template, str) or template.count("{}") != 1:
         raise ValueError(f"{path}: concept_image_prompt must contain '{{}}' exactly once, got {template!r}")
+    twins = None
+    if "safe_twins_dir" in data:
+        twin_folder = root / str(data["safe_twins_dir"])
+        twin_files = image_files(twin_folder) if twin_folder.is_dir() else []
+        if len(twin_files) != len(files):
+            raise ValueError(f"{path}: safe_twins_dir {twin_folder} must hold one image per concept image "
+                             f"({len(files)}), in the same sorted order; found {len(twin_files)}")
+        twins = [_centre_square(load_image(f), image_size) for f in twin_files]
     return ConceptTask(natural_prompts=natural, concept_pairs=[tuple(p) for p in pairs], base_prompts=base,
                        unsafe_prompts=unsafe, concept_phrases=phrases, concept_images=images,
-                       concept_image_prompts=[template] * len(images))
+                       concept_image_prompts=[template] * len(images), safe_twins=twins)
 

@@ -1,0 +1,91 @@
+"""Robust DUO (``adversarial_conditioning``): the step's loss is its formula, the adversary
+finds conditionings that reproduce the unsafe images better, and a resumed run is exact."""
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from duo_unlearn.config import DUOConfig
+from duo_unlearn.lora import LORA_WEIGHTS_NAME
+from duo_unlearn.testing import random_pair_dataset, tiny_sd_pipeline
+from duo_unlearn.trainer import UnlearningTrainer
+
+
+def _config(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path / "out"), max_train_steps=2, train_batch_size=2, lora_rank=4, lora_alpha=4,
+                learning_rate=1e-2, checkpointing_steps=0, adversarial_conditioning=True, adversarial_steps=2,
+                beta=50.0, preservation_weight=3.0, adversarial_weight=0.7, seed=3)
+    return DUOConfig(**{**base, **kw})
+
+
+def _trainer(cfg):
+    return UnlearningTrainer(cfg, pipe=tiny_sd_pipeline(), dataset=random_pair_dataset())
+
+
+def _mse(a, b):
+    return (a.double() - b.double()).pow(2).flatten(1).mean(1)
+
+
+def test_robust_step_loss_equals_its_formula(tmp_path):
+    trainer = _trainer(_config(tmp_path))
+    trainer.step()  # move the LoRA off zero so policy and reference differ
+    calls, draws = [], []
+    predict, randn = trainer.family.predict, trainer._randn
+
+    def recording_predict(model, x_t, t, cond):
+        out = predict(model, x_t, t, cond)
+        calls.append((x_t.detach(), t, cond.hidden_states.detach(), out.detach()))
+        return out
+
+    def recording_randn(shape):
+        draws.append(randn(shape))
+        return draws[-1]
+
+    trainer.family.predict, trainer._randn = recording_predict, recording_randn
+    loss, logs = trainer.duo_step_loss()
+    cfg = trainer.config
+    n = cfg.train_batch_size
+    assert len(calls) == cfg.adversarial_steps + 2  # inner steps, then one policy and one reference call
+    (_, _, cond, pred), (_, _, ref_cond, ref) = calls[-2], calls[-1]
+    assert torch.equal(cond, ref_cond)
+    noise = draws[2]  # unsafe latents, safe latents, the shared noise, the regulariser's pure noise
+    # rows: unsafe, safe (empty prompt) | pure noise (empty prompt) | unsafe, safe (adversarial)
+    null = trainer.null_cond.hidden_states[0]
+    assert all(torch.equal(cond[i], null) for i in range(3 * n))
+    adversary = trainer.adversarial_embeds.detach()[0]
+    assert all(torch.equal(cond[i], adversary) for i in range(3 * n, 5 * n))
+    assert not torch.equal(adversary, null)
+
+    def preference(u, s):
+        diff = (_mse(pred[s], noise) - _mse(ref[s], noise)) - (_mse(pred[u], noise) - _mse(ref[u], noise))
+        return -F.logsigmoid(-cfg.beta * diff).mean()
+
+    expected = (preference(slice(0, n), slice(n, 2 * n))
+                + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
+                + cfg.adversarial_weight * preference(slice(3 * n, 4 * n), slice(4 * n, 5 * n)))
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(logs["adversarial_duo_loss"], dtype=torch.float64),
+                               preference(slice(3 * n, 4 * n), slice(4 * n, 5 * n)), rtol=1e-5, atol=1e-7)
+
+
+def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path):
+    trainer = _trainer(_config(tmp_path, adversarial_steps=1, adversarial_lr=5e-2))
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn((4, 4, 8, 8), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([100, 300, 500, 700])
+    x_t = trainer.family.add_noise(x0, noise, t)
+    errors = [trainer._adversarial_conditioning(x_t, t, x0, noise)[1] for _ in range(30)]
+    # a random tiny UNet listens little to its conditioning: a steady, not a large, decrease
+    assert errors[-1] < 0.97 * errors[0] and sorted(errors, reverse=True) == errors, errors
+    assert all(p.grad is None for p in trainer.lora_params)  # the LoRA got no gradient from the adversary
+
+
+def test_robust_run_resumes_exactly(tmp_path):
+    full = _trainer(_config(tmp_path / "full", max_train_steps=4)).train()
+    _trainer(_config(tmp_path / "cut", max_train_steps=4, checkpointing_steps=2)).train()
+    torch.manual_seed(1234)  # a resumed process starts with another global RNG state
+    out = _trainer(_config(tmp_path / "cut", max_train_steps=4, checkpointing_steps=2,
+                           resume_from_checkpoint=str(tmp_path / "cut" / "out" / "checkpoint-2"))).train()
+    a, b = load_file(full / LORA_WEIGHTS_NAME), load_file(out / LORA_WEIGHTS_NAME)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
