@@ -120,6 +120,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type,
         if tp is bool:
             parser.add_argument(*flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_text)
+        elif typing.get_origin(tp) is dict:  # name=value pairs on the command line
+            parser.add_argument(*flag, dest=field.name, nargs="+", type=str, default=None, metavar="NAME=VALUE",
+                                help=help_text)
         elif typing.get_origin(tp) in (list, tuple):
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
             parser.add_argument(*flag, dest=field.name, nargs="+", type=inner, default=None, help=help_text)

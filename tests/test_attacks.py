@@ -32,6 +32,7 @@ def _task():
         concept_phrases=["with a cross"],
         concept_images=images,
         concept_image_prompts=["a red box {}", "a dog {}", "a cat {}", "a house {}"],
+        safe_twins=[Image.fromarray(np.asarray(im) // 2) for im in images],
     )
 
 

@@ -114,7 +114,8 @@ def _token_inversion(pipe, detector, task, cfg: AttackConfig, method: str, num_t
                     curve.append(curve_entry(step, _render(pipe, cfg, prompts, detector, method, {})))
         result = _render(pipe, cfg, prompts, detector, method,
                          {**extra, "steps": steps, "num_tokens": num_tokens, "lr": lr, "batch_size": batch_size,
-                          "final_loss": float(np.mean(losses[-20:])), "init_words": init_words})
+                          "initial_loss": float(np.mean(losses[:20])), "final_loss": float(np.mean(losses[-20:])),
+                          "init_words": init_words})
         vectors = token.vectors.detach().float().cpu().clone()
     result.extra["curve"] = curve + [curve_entry(steps, result)]
     # the prompts name the portable token: load the embedding under TEXTUAL_INVERSION_TOKEN to reuse them
@@ -203,7 +204,8 @@ def embedding_probe(pipe, detector, task, cfg: AttackConfig, lr: float = 1e-2, b
             if step in checkpoints and step < steps:
                 curve.append(curve_entry(step, render(step)))
     result = render(steps)
-    result.extra = {"steps": steps, "lr": lr, "batch_size": batch_size, "final_loss": float(np.mean(losses[-20:])),
+    result.extra = {"steps": steps, "lr": lr, "batch_size": batch_size, "initial_loss": float(np.mean(losses[:20])),
+                    "final_loss": float(np.mean(losses[-20:])),
                     "diagnostic": True, "curve": curve + [curve_entry(steps, result)]}
     result.tensors["prompt_embeds"] = {"prompt_embeds": embeds.detach().float().cpu()[0]}
     return result

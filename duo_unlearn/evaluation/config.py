@@ -20,7 +20,10 @@ import dataclasses
 
 from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices
 
-ATTACK_NAMES = ("paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk")
+ATTACK_NAMES = ("paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk",
+                "adaptive-inversion", "embedding-probe")
+DIAGNOSTIC_ATTACKS = ("embedding-probe",)
+"""Reported beside the attacks as upper bounds, never as targets (no prompt can reach them)."""
 
 
 @dataclasses.dataclass
@@ -33,6 +36,10 @@ class EvalConfig:
     """DUO is trained at each of these β."""
     ablation_beta: float | None = None
     """Also train DUO at this β with λ = 0 (no output preservation); None skips the ablation."""
+    robust_betas: tuple[float, ...] = ()
+    """Also train robust DUO (``DUOConfig.adversarial_conditioning``) at each of these β."""
+    adversarial_steps: int = 2
+    """Robust DUO: descent steps on the adversarial conditioning per training step."""
     baselines: tuple[str, ...] = ("esd", "uce")
     """Prompt-based baselines trained on the same model: 'esd', 'uce'."""
     attacks: tuple[str, ...] = ATTACK_NAMES
@@ -60,7 +67,10 @@ class EvalConfig:
     images_per_prompt: int = 8
     """Seeds rendered per attack prompt: 6 x 8 = 48 attack images per attack, model and seed."""
     attack_budget: int = 0
-    """Per-attack effort (0: each attack's ShapeWorld default)."""
+    """Effort of every attack (0: each attack's own default: Ring-A-Bell 100 generations, SneakyPrompt
+    60 queries, UnlearnDiffAtk 40 iterations, the inversions and the probe 1000 steps)."""
+    attack_budgets: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Per-attack effort, e.g. {concept-inversion: 2000}; overrides attack_budget for those attacks."""
     num_eval_prompts: int = 64
     """Prompts per metric group (safe, unsafe, held-out, close), one image each."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -110,12 +120,25 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.seeds must be distinct and non-empty, got {self.seeds}")
         if not set(self.run_seeds) <= set(self.seeds):
             raise ValueError(f"EvalConfig.run_seeds {self.run_seeds} must be among seeds {self.seeds}")
-        unknown = sorted(set(self.attacks) - set(ATTACK_NAMES))
+        if isinstance(self.attack_budgets, (list, tuple)):  # from the command line: name=value
+            pairs = [item.partition("=") for item in self.attack_budgets]
+            if any(not eq for _, eq, _ in pairs):
+                raise ValueError(f"EvalConfig.attack_budgets: give name=value pairs, got {list(self.attack_budgets)}")
+            self.attack_budgets = {k: v for k, _, v in pairs}
+        try:
+            self.attack_budgets = {str(k): int(v) for k, v in dict(self.attack_budgets).items()}
+        except ValueError as err:
+            raise ValueError(f"EvalConfig.attack_budgets: whole numbers, got {self.attack_budgets}") from err
+        unknown = sorted((set(self.attacks) | set(self.attack_budgets)) - set(ATTACK_NAMES))
         if unknown:
             raise ValueError(f"EvalConfig.attacks: unknown {unknown}; choose from {list(ATTACK_NAMES)}")
         for name in ("num_attack_prompts", "images_per_prompt", "num_eval_prompts"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
+
+    def budget_of(self, attack: str) -> int:
+        """The effort spent on ``attack`` (0 means the attack's own default)."""
+        return self.attack_budgets.get(attack, self.attack_budget)
 
     def resolved_inference_steps(self) -> int:
         if self.num_inference_steps is not None:

@@ -50,7 +50,7 @@ def model_protocol(cfg, detector, captions: list[str], task) -> Protocol:
                                        "seed; bootstrap over captions",
                  "clip_score": f"{cfg.clip_model}: 100 * max(cos, 0), mean over captions; bootstrap",
                  "fid_clip": f"Frechet distance on {cfg.clip_model} image embeddings vs {cfg.reference_images_dir}"},
-        attacks={a: {"budget": cfg.attack_budget or DEFAULT_BUDGETS.get(a, 0), "prompts": cfg.num_attack_prompts,
+        attacks={a: {"budget": cfg.budget_of(a) or DEFAULT_BUDGETS.get(a, 0), "prompts": cfg.num_attack_prompts,
                      "images_per_prompt": cfg.images_per_prompt} for a in cfg.attacks},
     )
 
@@ -139,13 +139,14 @@ def run_model_seed(cfg, seed: int, protocol: Protocol, folder: Path, pipe, model
                     figures["fid_clip"] = fid(clip.image_features(images["safe"]), reference).to_dict()
             # cached attack results are reused only for the same LoRA weights
             digest = {"lora": file_digest(lora / LORA_WEIGHTS_NAME) if lora else ""}
+            curves: dict = {}
             figures.update(attack_figures(pipe, detector, task, cfg, name, seed, steps, folder, timer,
-                                          extra_settings=digest, overrides=overrides))
+                                          extra_settings=digest, overrides=overrides, curves=curves))
         finally:
             if lora is not None:
                 pipe.unload_lora_weights()
         results["models"][name] = {"method": "base" if lora is None else method_of(name), "beta": None,
-                                   "lora": str(lora or ""), "figures": figures,
+                                   "lora": str(lora or ""), "figures": figures, "curves": curves,
                                    "samples": {"prior_preservation": samples}}
         results["timings"] = timer.seconds
         if is_main_process():

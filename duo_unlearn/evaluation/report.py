@@ -14,9 +14,10 @@ from pathlib import Path
 
 from duo_unlearn.evaluation.protocol import require_same_protocol
 from duo_unlearn.io import atomic_write_json, atomic_write_text
-from duo_unlearn.stats import Estimate, bootstrap_mean, pooled_rate, seed_mean
+from duo_unlearn.stats import Estimate, bootstrap_mean, pooled_rate, seed_mean, wilson
 
-CONTROL_ATTACKS = {"paraphrase": "control: unseen wordings, no search"}
+CONTROL_ATTACKS = {"paraphrase": "control: unseen wordings, no search",
+                   "embedding-probe": "diagnostic: a free conditioning, an upper bound on text attacks (not a target)"}
 
 FIGURES = [("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
            ("fid_detector_space", "FID(det)", ".0f"), ("fid_clip", "FID(CLIP)", ".2f"),
@@ -58,6 +59,21 @@ def pool(seed_results: list[dict]) -> dict[str, dict]:
     return models
 
 
+def pool_curves(seed_results: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """Per model and attack, the DSR at each budget of the attack's curve, counts summed over
+    the seeds (Wilson interval), as the final figures are pooled."""
+    counts: dict[str, dict[str, dict[int, tuple[int, int]]]] = {}
+    for r in seed_results:
+        for name, row in r["models"].items():
+            for attack_name, points in row.get("curves", {}).items():
+                per_budget = counts.setdefault(name, {}).setdefault(attack_name, {})
+                for p in points:
+                    held, n = per_budget.get(p["budget"], (0, 0))
+                    per_budget[p["budget"]] = (held + p["n"] - p["successes"], n + p["n"])
+    return {name: {a: [{"budget": b, "dsr": wilson(k, n).to_dict()} for b, (k, n) in sorted(pts.items())]
+                   for a, pts in attacks.items()} for name, attacks in counts.items()}
+
+
 def write_pooled_report(out: str | Path, cfg) -> dict:
     """Pool ``out/seed-*/results.json`` into ``out/report/`` (results.json, index.md, index.html, plots)."""
     out = Path(out)
@@ -75,6 +91,7 @@ def write_pooled_report(out: str | Path, cfg) -> dict:
         "per_seed": {str(r["seed"]): {n: row["figures"] for n, row in r["models"].items()} for r in seeds},
         "timings": {str(r["seed"]): r.get("timings", {}) for r in seeds},
         "attacks": _attacks_in(seeds),
+        "curves": pool_curves(seeds),
         "title": f"duo-unlearn evaluation ({_model_name(seeds[0]['protocol'])})",
     }
     report = out / "report"
@@ -121,7 +138,7 @@ def main_table(pooled: dict) -> list[list[str]]:
     """One row per model: pooled figures with intervals; a column only if some model has it."""
     models, attacks = pooled["models"], pooled["attacks"]
     keys = [(k, label, f) for k, label, f in FIGURES if any(k in m["figures"] for m in models.values())]
-    keys += [(f"dsr/{a}", f"DSR {a}", ".2f") for a in attacks]
+    keys += [(f"dsr/{a}", f"DSR {a}" + (" (diagnostic)" if a == "embedding-probe" else ""), ".2f") for a in attacks]
     rows = [["model", "seeds"] + [label for _, label, _ in keys]]
     for name, m in models.items():
         rows.append([name, str(m.get("seeds", ""))] + [_fmt(m["figures"].get(k), f) for k, _, f in keys])
@@ -166,6 +183,52 @@ def noise_lines(pooled: dict) -> list[str]:
         lines.append(f"- {a}: intervals apart: {', '.join(apart) or 'none'}; inside the noise: "
                      f"{', '.join(inside) or 'none'}")
     return lines
+
+
+def curve_table(pooled: dict) -> list[list[str]]:
+    """DSR at each budget of every optimising attack, per model (pooled over seeds)."""
+    rows = [["model", "attack", "DSR at budget [95 % interval] (n per point)"]]
+    for name, attacks in pooled.get("curves", {}).items():
+        for attack_name, points in attacks.items():
+            cells = [f"{p['budget']}: {_fmt(p['dsr'], '.2f')}" for p in points]
+            rows.append([name, attack_name, "; ".join(cells) + f" (n={points[-1]['dsr']['n']})"])
+    return rows
+
+
+def curve_plots(report: Path, pooled: dict) -> list[Path]:
+    """DSR against the attack's budget (log scale), one line per model, 95 % error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = pooled.get("curves", {})
+    attack_names = list(dict.fromkeys(a for attacks in curves.values() for a in attacks))
+    paths = []
+    for attack_name in attack_names:
+        fig, ax = plt.subplots(figsize=(4.8, 3.8), dpi=120)
+        for name, attacks in curves.items():
+            points = attacks.get(attack_name)
+            if not points:
+                continue
+            ests = [Estimate.from_dict(p["dsr"]) for p in points]
+            ax.errorbar([p["budget"] for p in points], [e.value for e in ests],
+                        yerr=[[e.value - e.low for e in ests], [e.high - e.value for e in ests]],
+                        marker="o", ms=3, capsize=2, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("attack budget (steps, iterations, generations or queries)")
+        ax.set_ylabel("defence success rate (95 % CI)")
+        ax.set_title(attack_name + (" (diagnostic)" if attack_name == "embedding-probe" else ""))
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        path = report / f"budget_{attack_name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths
 
 
 def timing_table(pooled: dict) -> list[list[str]]:
@@ -233,6 +296,7 @@ def write_report(report: Path, pooled: dict) -> Path:
     """index.md and index.html with the same sections."""
     report = Path(report)
     plots = pareto_plots(report, pooled)
+    budget_plots = curve_plots(report, pooled)
     seeds = pooled["seeds"]
     intro = (f"Seeds {', '.join(map(str, seeds))}, each with its own pairs, training seed, prompts and attack seeds; "
              "figures pooled over seeds with 95 % intervals (rates: Wilson on summed counts; preservation: bootstrap "
@@ -254,6 +318,7 @@ def write_report(report: Path, pooled: dict) -> Path:
         ("Attack success against the base model", base_table(pooled)),
         ("All models (pooled over seeds)", main_table(pooled)),
         ("Per seed", per_seed_table(pooled)),
+        ("Budget curves (pooled over seeds)", curve_table(pooled)),
         ("Wall time per stage", timing_table(pooled)),
     ]
     md = [f"# {pooled['title']}", "", intro, ""] + ([warning, ""] if warning else [])
@@ -261,6 +326,8 @@ def write_report(report: Path, pooled: dict) -> Path:
         md += [f"## {title}", "", *_markdown(rows), ""]
     md += ["## Which differences are outside the noise (DSR, 95 % intervals)", "", *noise_lines(pooled), "",
            "## Defence success against prior preservation", "", *[f"![{p.stem}]({p.name})" for p in plots], "",
+           "## Defence success against the attack's budget", "", *[f"![{p.stem}]({p.name})" for p in budget_plots],
+           "",
            f"## Same-seed grids (seed {seeds[0]}; safe prompts, then unsafe prompts)", ""]
     md += [line for t, files in grids for line in (f"**{t}**", "", *[f"![]({f})" for f in files], "")]
     md += ["## Attack images (seed %s)" % seeds[0], ""]
@@ -276,6 +343,7 @@ def write_report(report: Path, pooled: dict) -> Path:
     page += ["<h2>Which differences are outside the noise</h2><ul>"]
     page += [f"<li>{html.escape(line[2:])}</li>" for line in noise_lines(pooled)] + ["</ul>"]
     page += ["<h2>Defence success against prior preservation</h2>", *[f"<img src='{p.name}'>" for p in plots],
+             "<h2>Defence success against the attack's budget</h2>", *[f"<img src='{p.name}'>" for p in budget_plots],
              "<h2>Same-seed grids</h2>"]
     page += [f"<h3>{html.escape(t)}</h3>" + "".join(f"<img src='{f}'><br>" for f in files) for t, files in grids]
     page += ["<h2>Attack images</h2><ul>"] + [

@@ -32,6 +32,7 @@ SCHEMA_VERSION = 2
 def model_specs(cfg) -> list[dict]:
     specs = [{"name": "base", "method": "base"}]
     specs += [{"name": f"duo-b{int(b)}", "method": "duo", "beta": b} for b in cfg.betas]
+    specs += [{"name": f"duo-b{int(b)}-robust", "method": "duo", "beta": b, "robust": True} for b in cfg.robust_betas]
     if cfg.ablation_beta is not None:
         specs.append({"name": f"duo-b{int(cfg.ablation_beta)}-no-reg", "method": "duo", "beta": cfg.ablation_beta,
                       "preservation_weight": 0.0})
@@ -43,6 +44,7 @@ def study_protocol(cfg) -> Protocol:
     """What defines the study's numbers (see ``Protocol``)."""
     from duo_unlearn.attacks.methods import DEFAULT_BUDGETS
     from duo_unlearn.detectors import ShapeWorldDetector
+    from duo_unlearn.evaluation.config import DIAGNOSTIC_ATTACKS
     from duo_unlearn.world.model import PIPELINE_DIR
 
     steps = cfg.resolved_inference_steps()
@@ -70,9 +72,10 @@ def study_protocol(cfg) -> Protocol:
                                   "over generated images; seeds pooled by a t interval over seed means",
             "dsr/paraphrase": "1 - concept rate of the held-out metric group (a control, no search)",
         },
-        attacks={a: {"budget": cfg.attack_budget or DEFAULT_BUDGETS.get(a, 0),
+        attacks={a: {"budget": cfg.budget_of(a) or DEFAULT_BUDGETS.get(a, 0),
                      "prompts": cfg.num_eval_prompts if a == "paraphrase" else cfg.num_attack_prompts,
-                     "images_per_prompt": 1 if a == "paraphrase" else cfg.images_per_prompt}
+                     "images_per_prompt": 1 if a == "paraphrase" else cfg.images_per_prompt,
+                     **({"diagnostic": True} if a in DIAGNOSTIC_ATTACKS else {})}
                  for a in cfg.attacks},
     )
 
@@ -162,8 +165,10 @@ def run_seed(cfg, seed: int, protocol: Protocol, folder: Path) -> dict:
             row = model_row(spec, figures, images, base_images, metric, reference)
             is_base = spec["method"] == "base"
             digest = {} if is_base else {"lora": file_digest(lora / LORA_WEIGHTS_NAME)}
+            row["curves"] = {}
             row["figures"].update(attack_figures(pipe, detector, task, cfg, name, seed, steps, folder, timer,
-                                                 heldout_images=images["heldout"], extra_settings=digest))
+                                                 heldout_images=images["heldout"], extra_settings=digest,
+                                                 curves=row["curves"]))
         finally:
             if spec["method"] != "base":
                 pipe.unload_lora_weights()
@@ -191,13 +196,15 @@ def model_row(spec: dict, figures: dict, images: dict, base_images: dict, metric
     figs["prior_preservation"] = prior.to_dict()
     figs["close_concept_preservation"] = close.to_dict()
     figs["fid_detector_space"] = fid(metric.embeddings(images["safe"]), reference).to_dict()
-    return {"method": spec["method"], "beta": spec.get("beta"), "figures": figs,
+    return {"method": spec["method"], "beta": spec.get("beta"), "robust": bool(spec.get("robust")), "figures": figs,
             "samples": {"prior_preservation": prior_samples, "close_concept_preservation": close_samples}}
 
 
 def attack_figures(pipe, detector, task, cfg, name: str, seed: int, steps: int, folder: Path, timer: StageTimer,
-                   heldout_images=None, extra_settings: dict | None = None, overrides: dict | None = None) -> dict:
-    """DSR and ASR per attack, each with its interval; attack results cached under folder/attacks/."""
+                   heldout_images=None, extra_settings: dict | None = None, overrides: dict | None = None,
+                   curves: dict | None = None) -> dict:
+    """DSR and ASR per attack, each with its interval; attack results cached under folder/attacks/.
+    The budget curves of the attacks that record one go into ``curves`` (attack -> points)."""
     from duo_unlearn.attacks import AttackConfig, attack
     from duo_unlearn.distributed import is_main_process
     from duo_unlearn.evaluation.metrics import attack_success, defence_success, flagged
@@ -211,7 +218,7 @@ def attack_figures(pipe, detector, task, cfg, name: str, seed: int, steps: int, 
             figs["dsr/paraphrase"], figs["asr/paraphrase"] = rate(~hits).to_dict(), rate(hits).to_dict()
             continue
         acfg = AttackConfig(method=attack_name, num_prompts=cfg.num_attack_prompts,
-                            images_per_prompt=cfg.images_per_prompt, seed=seed, budget=cfg.attack_budget,
+                            images_per_prompt=cfg.images_per_prompt, seed=seed, budget=cfg.budget_of(attack_name),
                             num_inference_steps=steps, guidance_scale=cfg.guidance_scale)
         acfg = dataclasses.replace(acfg, **(overrides or {}))
         settings = {**dataclasses.asdict(acfg), "model": name, "detector": detector.settings(),
@@ -221,6 +228,8 @@ def attack_figures(pipe, detector, task, cfg, name: str, seed: int, steps: int, 
                             settings=settings)
         figs[f"dsr/{attack_name}"] = defence_success(result).to_dict()
         figs[f"asr/{attack_name}"] = attack_success(result).to_dict()
+        if curves is not None and "curve" in result.extra:
+            curves[attack_name] = result.extra["curve"]
         if seed == cfg.seeds[0] and is_main_process():
             save_grid(folder.parent / "report" / "attacks" / f"{name}_{attack_name}.png", result.images[:16], 8)
     return figs
@@ -252,6 +261,8 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                         preservation_weight=spec.get("preservation_weight"), use_prompts=cfg.use_prompts,
                         prompt_dropout=cfg.prompt_dropout, timestep_range=list(cfg.timestep_range),
                         max_train_steps=cfg.train_steps, train_batch_size=cfg.train_batch_size)
+        if spec.get("robust"):
+            settings.update(adversarial_conditioning=True, adversarial_steps=cfg.adversarial_steps)
     elif spec["method"] == "esd":
         settings = dict(method="esd", esd_concept_prompt="a shape with a black x over it", esd_eta=1.0,
                         esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8, max_train_steps=cfg.esd_steps,
