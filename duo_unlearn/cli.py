@@ -32,7 +32,7 @@ COMMANDS = {
     "attack": ("red-team a (base or unlearned) model", ("duo_unlearn.attacks.base", "AttackConfig")),
     "eval": ("all methods through all attacks and metrics -> report/", ("duo_unlearn.evaluation.config", "EvalConfig")),
     "tune": ("sweep DUO's beta and lambda on held-out prompts; choose the point meeting a preservation target",
-             ("duo_unlearn.tune", "TuneConfig")),
+             ("duo_unlearn.tuning", "TuneConfig")),
     "demo": ("pairs, DUO training and before/after figures on ShapeWorld", ("duo_unlearn.demo", "DemoConfig")),
 }
 WORLD_COMMANDS = {
@@ -196,7 +196,7 @@ def _run(args: argparse.Namespace, cfg) -> int:
         from duo_unlearn.preflight import check_tune
 
         check_tune(cfg)
-        from duo_unlearn.tune import run_tune
+        from duo_unlearn.tuning import run_tune
 
         run_tune(cfg)
     elif args.command == "demo":

@@ -380,6 +380,7 @@ def run_tune(cfg: TuneConfig) -> dict:
                 "guidance_scale": cfg.guidance_scale, "prompts": groups,
                 "detector": "shapeworld" if model == SHAPEWORLD else cfg.detector,
                 "metric": "shapeworld" if model == SHAPEWORLD else cfg.metric, "dtype": cfg.dtype}
+    protocol = json.loads(json.dumps(protocol))  # as it reads back from the cache files (tuples: lists)
     evaluator = _Evaluator(cfg, model, groups, protocol)
     base_figures = _cached(out / "base_figures.json", protocol)
     if base_figures is None:
