@@ -489,7 +489,7 @@ def pareto_plot(path: Path, results: dict) -> Path:
         ax.errorbar(c["value"], p["value"], xerr=[[c["value"] - c["low"]], [c["high"] - c["value"]]],
                     yerr=[[p["value"] - p["low"]], [p["high"] - p["value"]]], fmt="*" if chosen else "o",
                     markersize=12 if chosen else 5, color="tab:red" if chosen else "tab:blue", capsize=2)
-        ax.annotate(f"β{r['beta']:g} λ{r['base_preservation_weight']:g}", (c["value"], p["value"]), fontsize=6,
+        ax.annotate(f"β{_num(r['beta'])} λ{_num(r['base_preservation_weight'])}", (c["value"], p["value"]), fontsize=6,
                     xytext=(3, 3), textcoords="offset points")
     ax.axhline(results["preservation_target"], color="grey", linestyle="--", linewidth=1,
                label=f"target {results['preservation_target']}")

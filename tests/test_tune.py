@@ -202,3 +202,21 @@ def test_public_export_is_lazy():
 
     assert duo_unlearn.TuneConfig is TuneConfig and duo_unlearn.tune is run_tune
     assert "tune" in duo_unlearn.__all__ and "TuneConfig" in duo_unlearn.__all__
+
+
+def test_shapeworld_defaults_are_the_demos_training_with_the_studys_learning_rate_rule(tmp_path):
+    from pathlib import Path
+
+    from duo_unlearn.configs import load_config
+    from duo_unlearn.demo import DemoConfig
+
+    shipped = Path(__file__).parent.parent / "configs" / "tune_shapeworld.yaml"
+    cfg = load_config(TuneConfig, shipped, {"output_dir": str(tmp_path / "t")})
+    assert cfg.makes_pairs() and len(cfg.betas) * len(cfg.base_preservation_weights) == 4
+    base = cfg.base_train_config()
+    demo = DemoConfig()
+    assert (base.pretrained_model, base.pairs_dir) == ("shapeworld", str(tmp_path / "t" / "pairs"))
+    assert (base.max_train_steps, base.train_batch_size, base.use_prompts, base.prompt_dropout,
+            base.timestep_range) == (demo.max_train_steps, demo.train_batch_size, True, 0.2, (1, 1000))
+    assert base.learning_rate is None and base.resolved_learning_rate == pytest.approx(1e-3 * 500 / base.beta)
+    assert cfg.resolved_inference_steps("shapeworld") == 12
