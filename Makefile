@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-gpu eval eval-quick study lint clean
+.PHONY: demo test bench bench-gpu eval eval-quick study tune lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,5 +35,9 @@ eval study: $(STAMP)
 eval-quick: $(STAMP)
 	$(BIN)/duo eval --config configs/eval_shapeworld_quick.yaml
 
+# DUO's beta x lambda on held-out prompts; the point meeting the preservation target -> tune-output/
+tune: $(STAMP)
+	$(BIN)/duo tune --config configs/tune_shapeworld.yaml
+
 clean:
-	rm -rf $(VENV) demo-output bench-output eval-output eval-quick-output
+	rm -rf $(VENV) demo-output bench-output eval-output eval-quick-output tune-output

@@ -30,6 +30,8 @@ _EXPORTS = {
     "attack": ("duo_unlearn.attacks", "run_attack"),
     "EvalConfig": ("duo_unlearn.evaluation.config", "EvalConfig"),
     "evaluate": ("duo_unlearn.evaluation", "run_eval"),
+    "TuneConfig": ("duo_unlearn.tuning", "TuneConfig"),
+    "tune": ("duo_unlearn.tuning", "run_tune"),
     "load_pipeline": ("duo_unlearn.pipelines", "load_pipeline"),
     "duo_loss": ("duo_unlearn.losses", "duo_loss"),
     "output_preservation_loss": ("duo_unlearn.losses", "output_preservation_loss"),

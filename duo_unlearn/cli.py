@@ -5,6 +5,7 @@
     duo train   --config train.yaml               DUO (or --method esd)
     duo attack  --method ring-a-bell --lora DIR   red-team a model
     duo eval    --config eval.yaml                every method x attack x metric -> report/
+    duo tune    --config tune.yaml                sweep DUO's beta and lambda, pick a preservation target's point
     duo demo                                      everything, end to end, on ShapeWorld
 
 Every command that has a config takes ``--config FILE.yaml``; flags override it, and
@@ -30,6 +31,8 @@ COMMANDS = {
     "train": ("unlearn a concept (DUO, or the ESD/UCE baselines)", ("duo_unlearn.config", "DUOConfig")),
     "attack": ("red-team a (base or unlearned) model", ("duo_unlearn.attacks.base", "AttackConfig")),
     "eval": ("all methods through all attacks and metrics -> report/", ("duo_unlearn.evaluation.config", "EvalConfig")),
+    "tune": ("sweep DUO's beta and lambda on held-out prompts; choose the point meeting a preservation target",
+             ("duo_unlearn.tuning", "TuneConfig")),
     "demo": ("pairs, DUO training and before/after figures on ShapeWorld", ("duo_unlearn.demo", "DemoConfig")),
 }
 WORLD_COMMANDS = {
@@ -189,6 +192,13 @@ def _run(args: argparse.Namespace, cfg) -> int:
         from duo_unlearn.evaluation import run_eval
 
         run_eval(cfg)
+    elif args.command == "tune":
+        from duo_unlearn.preflight import check_tune
+
+        check_tune(cfg)
+        from duo_unlearn.tuning import run_tune
+
+        run_tune(cfg)
     elif args.command == "demo":
         from duo_unlearn.demo import run_demo
 

@@ -317,3 +317,65 @@ def check_eval(cfg) -> None:
         check_image_folder(cfg.reference_images_dir, "--reference-images-dir", minimum=2)
     _warn(cfg, ignored_settings(cfg, tuple(n for n in EVAL_SHAPEWORLD_ONLY if n in fields),
                                 "on a real model (`duo eval` evaluates the --models given, it trains nothing)"))
+
+
+# settings of `duo tune` that only a real model uses
+TUNE_REAL_MODEL_ONLY = ("captions_file", "concept_prompts_file", "close_prompts_file", "detector", "metric", "dtype")
+
+
+def _check_prompt_file(path: str | None, option: str, what: str) -> None:
+    if not path:
+        raise _error(option, f"required for a real model: {what}, one per line")
+    if not Path(path).is_file():
+        raise _error(option, f"{path} not found ({what}, one per line)")
+    if not any(line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()):
+        raise _error(option, f"{path} holds no prompts")
+
+
+def check_tune(cfg) -> None:
+    """`duo tune` / ``run_tune``: the train config, the pairs, and a real model's held-out prompt files."""
+    from duo_unlearn.pipelines import SHAPEWORLD
+
+    check_output_dir(cfg.output_dir)
+    if cfg.train_config and not Path(cfg.train_config).is_file():
+        raise _error("--train-config", f"{cfg.train_config} not found (a `duo train` YAML)")
+    try:
+        base = cfg.base_train_config()
+    except (TypeError, ValueError) as err:
+        raise _error("--train-config", f"{cfg.train_config}: {err}") from None
+    if base.method != "duo":
+        raise _error("--train-config", f"{cfg.train_config} sets method {base.method!r}; `duo tune` sweeps DUO's "
+                                       "beta and lambda (method: duo)")
+    if base.pretrained_model == SHAPEWORLD:
+        given = [n for n in changed_fields(cfg) if n in TUNE_REAL_MODEL_ONLY]
+        if given:
+            raise _error(", ".join(map(_flag, given)), "only for a real model (--pretrained-model FOLDER_OR_HUB_ID); "
+                                                       "on ShapeWorld the held-out prompts are ShapeWorld's own")
+    check_train(base, load_pairs=not cfg.makes_pairs())  # model source, pairs, trackers
+    if base.pretrained_model != SHAPEWORLD:
+        _check_prompt_file(cfg.captions_file, "--captions-file", "held-out safe captions for prior preservation")
+        _check_prompt_file(cfg.concept_prompts_file, "--concept-prompts-file",
+                           "held-out prompts asking for the concept, for the concept rate")
+        if cfg.close_prompts_file:
+            _check_prompt_file(cfg.close_prompts_file, "--close-prompts-file", "prompts of a close, allowed concept")
+        check_detector(cfg.detector)
+        if cfg.metric in ("lpips", "lpips-alex"):
+            require_extra("lpips", "lpips", "--metric lpips")
+    train_config = load_config_values(cfg.train_config)
+    warnings = [f"--train-config's {name} is replaced for every point ({why})" for name, why in (
+        ("preservation_weight", "the sweep sets lambda = base weight * beta / 100"),
+        ("resume_from_checkpoint", "each point trains from scratch or is reused whole"),
+        ("push_to_hub", "push the chosen point with `duo train --config best_train_config.yaml`"),
+        ("merge", "merge the chosen point with `duo train`")) if train_config.get(name) is not None
+        and train_config.get(name) is not False]
+    _warn(cfg, warnings)
+
+
+def load_config_values(path: str | None) -> dict:
+    """The raw mapping of a YAML config (empty without one)."""
+    import yaml
+
+    if not path:
+        return {}
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return data if isinstance(data, dict) else {}

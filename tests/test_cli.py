@@ -108,7 +108,8 @@ def test_version(capsys):
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["pairs", "--help"], ["attack", "--help"],
-                                  ["eval", "--help"], ["demo", "--help"], ["world", "train", "--help"]])
+                                  ["eval", "--help"], ["demo", "--help"], ["tune", "--help"],
+                                  ["world", "train", "--help"]])
 def test_help_imports_neither_torch_nor_diffusers(argv):
     """The parser reads the config classes only: no torch, no diffusers (they take seconds)."""
     import os

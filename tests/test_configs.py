@@ -14,10 +14,12 @@ CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 def _all_configs():
     from duo_unlearn.attacks import AttackConfig
     from duo_unlearn.evaluation import EvalConfig
+    from duo_unlearn.tuning import TuneConfig
     from duo_unlearn.world.detector import DetectorTrainConfig
     from duo_unlearn.world.train import WorldTrainConfig
 
-    return [DUOConfig, PairsConfig, DemoConfig, AttackConfig, EvalConfig, DetectorTrainConfig, WorldTrainConfig]
+    return [DUOConfig, PairsConfig, DemoConfig, AttackConfig, EvalConfig, TuneConfig, DetectorTrainConfig,
+            WorldTrainConfig]
 
 
 @pytest.mark.parametrize("cls", _all_configs(), ids=lambda c: c.__name__)
@@ -30,8 +32,10 @@ def test_every_field_is_documented(cls):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_shipped_configs_load(path):
     from duo_unlearn.evaluation import EvalConfig
+    from duo_unlearn.tuning import TuneConfig
 
-    cls = PairsConfig if "pairs" in path.name else EvalConfig if "eval" in path.name else DUOConfig
+    cls = PairsConfig if "pairs" in path.name else EvalConfig if "eval" in path.name else \
+        TuneConfig if "tune" in path.name else DUOConfig
     cfg = load_config(cls, path)
     assert isinstance(cfg, cls)
 
