@@ -69,8 +69,12 @@ class DUOConfig:
     adversarial_lr: float = 1e-2
     """Adam learning rate of the adversarial conditioning."""
     adversarial_weight: float = 1.0
-    """Weight of the preference term under the adversarial conditioning (the term under the
-    empty or pair prompt keeps weight 1)."""
+    """Weight of the preference term under the adversarial conditioning."""
+    prompt_preference_weight: float = 1.0
+    """Weight of the preference term under the empty (or pair) prompt. With adversarial
+    conditioning it may be 0: the preference then acts only where the model draws the concept,
+    and the empty prompt's path is held by the regulariser alone (see README: pushing that path
+    away from the concept is what classifier-free guidance turns back into the concept)."""
 
     # --- ESD baseline (method = 'esd') ---
     esd_concept_prompt: str = "a shape with a black x over it"
@@ -184,8 +188,9 @@ class DUOConfig:
                 raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.prompt_dropout < 1:
             raise ValueError(f"DUOConfig.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
-        if self.adversarial_lr <= 0 or self.adversarial_weight < 0:
-            raise ValueError("DUOConfig.adversarial_lr must be positive and adversarial_weight >= 0")
+        if self.adversarial_lr <= 0 or self.adversarial_weight < 0 or self.prompt_preference_weight < 0:
+            raise ValueError("DUOConfig.adversarial_lr must be positive, adversarial_weight and "
+                             "prompt_preference_weight >= 0")
         if self.preservation_weight is not None and self.preservation_weight < 0:
             raise ValueError("DUOConfig.preservation_weight must be >= 0")
 

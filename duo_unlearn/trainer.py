@@ -205,7 +205,7 @@ class UnlearningTrainer:
         One batched policy call and one reference call over the rows (unsafe, safe) under the
         empty or pair prompt, pure noise under the empty prompt (the regulariser) and, for robust
         DUO, (unsafe, safe) again under the adversarial conditioning. The loss is
-        ``duo(prompt rows) + λ·preservation + adversarial_weight·duo(adversarial rows)``."""
+        ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·duo(adversarial rows)``."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
         index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
@@ -244,7 +244,7 @@ class UnlearningTrainer:
         terms = preference(slice(0, n), slice(n, 2 * n))
         reg = slice(2 * n, 3 * n)
         preservation = output_preservation_loss(pred[reg], ref[reg]) if weight > 0 else pred.new_zeros(())
-        loss = terms.loss + weight * preservation
+        loss = cfg.prompt_preference_weight * terms.loss + weight * preservation
         if self.adversarial_embeds is not None:
             first = 3 * n if weight > 0 else 2 * n
             adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n))

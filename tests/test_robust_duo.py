@@ -14,7 +14,7 @@ from duo_unlearn.trainer import UnlearningTrainer
 def _config(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path / "out"), max_train_steps=2, train_batch_size=2, lora_rank=4, lora_alpha=4,
                 learning_rate=1e-2, checkpointing_steps=0, adversarial_conditioning=True, adversarial_steps=2,
-                beta=50.0, preservation_weight=3.0, adversarial_weight=0.7, seed=3)
+                beta=50.0, preservation_weight=3.0, adversarial_weight=0.7, prompt_preference_weight=0.4, seed=3)
     return DUOConfig(**{**base, **kw})
 
 
@@ -60,7 +60,7 @@ def test_robust_step_loss_equals_its_formula(tmp_path):
         diff = (_mse(pred[s], noise) - _mse(ref[s], noise)) - (_mse(pred[u], noise) - _mse(ref[u], noise))
         return -F.logsigmoid(-cfg.beta * diff).mean()
 
-    expected = (preference(slice(0, n), slice(n, 2 * n))
+    expected = (cfg.prompt_preference_weight * preference(slice(0, n), slice(n, 2 * n))
                 + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
                 + cfg.adversarial_weight * preference(slice(3 * n, 4 * n), slice(4 * n, 5 * n)))
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)

@@ -1,0 +1,25 @@
+"""Budget curves in the report: seeds pooled by summing counts, as the final figures are."""
+
+import pytest
+
+from duo_unlearn.evaluation.report import curve_table, pool_curves
+from duo_unlearn.stats import wilson
+
+
+def _seed(points):
+    return {"models": {"duo": {"curves": {"concept-inversion": points}}, "base": {}}}
+
+
+def test_curves_pool_counts_over_seeds():
+    seeds = [_seed([{"budget": 50, "n": 48, "successes": 0}, {"budget": 1000, "n": 48, "successes": 12}]),
+             _seed([{"budget": 50, "n": 48, "successes": 6}, {"budget": 1000, "n": 48, "successes": 30}])]
+    pooled = pool_curves(seeds)
+    points = pooled["duo"]["concept-inversion"]
+    assert [p["budget"] for p in points] == [50, 1000]
+    # DSR = images without the concept: (48 + 42) / 96 at 50 steps, (36 + 18) / 96 at 1000
+    assert points[0]["dsr"]["value"] == pytest.approx(90 / 96)
+    assert points[1]["dsr"]["value"] == pytest.approx(54 / 96)
+    assert points[1]["dsr"]["low"] == pytest.approx(wilson(54, 96).low)
+    assert "base" not in pooled
+    rows = curve_table({"curves": pooled})
+    assert rows[1][:2] == ["duo", "concept-inversion"] and "1000: 0.56" in rows[1][2] and "(n=96)" in rows[1][2]
