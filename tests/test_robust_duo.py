@@ -1,6 +1,7 @@
 """Robust DUO (``adversarial_conditioning``): the step's loss is its formula, the adversary
 finds conditionings that reproduce the unsafe images better, and a resumed run is exact."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -26,8 +27,9 @@ def _mse(a, b):
     return (a.double() - b.double()).pow(2).flatten(1).mean(1)
 
 
-def test_robust_step_loss_equals_its_formula(tmp_path):
-    trainer = _trainer(_config(tmp_path))
+@pytest.mark.parametrize("guidance", [None, 3.0])
+def test_robust_step_loss_equals_its_formula(tmp_path, guidance):
+    trainer = _trainer(_config(tmp_path, adversarial_guidance_scale=guidance))
     trainer.step()  # move the LoRA off zero so policy and reference differ
     calls, draws = [], []
     predict, randn = trainer.family.predict, trainer._randn
@@ -56,16 +58,24 @@ def test_robust_step_loss_equals_its_formula(tmp_path):
     assert all(torch.equal(cond[i], adversary) for i in range(3 * n, 5 * n))
     assert not torch.equal(adversary, null)
 
-    def preference(u, s):
-        diff = (_mse(pred[s], noise) - _mse(ref[s], noise)) - (_mse(pred[u], noise) - _mse(ref[u], noise))
+    def preference(p_u, r_u, p_s, r_s):
+        diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
         return -F.logsigmoid(-cfg.beta * diff).mean()
 
-    expected = (cfg.prompt_preference_weight * preference(slice(0, n), slice(n, 2 * n))
+    u, s, a_u, a_s = slice(0, n), slice(n, 2 * n), slice(3 * n, 4 * n), slice(4 * n, 5 * n)
+    if guidance is None:
+        adversarial = preference(pred[a_u], ref[a_u], pred[a_s], ref[a_s])
+    else:  # the guided prediction: empty-prompt rows plus guidance times the difference
+        def guided(x, a, b):
+            return x[a] + guidance * (x[b] - x[a])
+
+        adversarial = preference(guided(pred, u, a_u), guided(ref, u, a_u), guided(pred, s, a_s), guided(ref, s, a_s))
+    expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s])
                 + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
-                + cfg.adversarial_weight * preference(slice(3 * n, 4 * n), slice(4 * n, 5 * n)))
+                + cfg.adversarial_weight * adversarial)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(torch.tensor(logs["adversarial_duo_loss"], dtype=torch.float64),
-                               preference(slice(3 * n, 4 * n), slice(4 * n, 5 * n)), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(logs["adversarial_duo_loss"], dtype=torch.float64), adversarial,
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path):
