@@ -70,10 +70,6 @@ class DUOConfig:
     """Adam learning rate of the adversarial conditioning."""
     adversarial_weight: float = 1.0
     """Weight of the preference term under the adversarial conditioning."""
-    adversarial_guidance_scale: float | None = None
-    """Apply the adversarial preference to the *guided* prediction ε(∅) + s·(ε(c_adv) − ε(∅)) at this
-    scale s (policy and reference alike) instead of ε(c_adv) alone: what the sampler uses under
-    classifier-free guidance. Needs empty prompts (use_prompts false): ε(∅) comes from the same rows."""
     prompt_preference_weight: float = 1.0
     """Weight of the preference term under the empty (or pair) prompt. With adversarial
     conditioning it may be 0: the preference then acts only where the model draws the concept,
@@ -192,9 +188,6 @@ class DUOConfig:
                 raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.prompt_dropout < 1:
             raise ValueError(f"DUOConfig.prompt_dropout must be in [0, 1), got {self.prompt_dropout}")
-        if self.adversarial_guidance_scale is not None and (self.use_prompts or not self.adversarial_conditioning):
-            raise ValueError("DUOConfig.adversarial_guidance_scale needs adversarial_conditioning and use_prompts "
-                             "false (the guided prediction's ε(∅) is the empty-prompt rows)")
         if self.adversarial_lr <= 0 or self.adversarial_weight < 0 or self.prompt_preference_weight < 0:
             raise ValueError("DUOConfig.adversarial_lr must be positive, adversarial_weight and "
                              "prompt_preference_weight >= 0")

@@ -234,16 +234,11 @@ class UnlearningTrainer:
         with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
             ref = fam.predict(self.model, x_t.to(dtype), t, cond).float()
 
-        def preference(u: slice, s: slice, guide_from: tuple[slice, slice] | None = None):
-            p_u, p_s, r_u, r_s = pred[u], pred[s], ref[u], ref[s]
-            if guide_from is not None:  # ε(∅) + g·(ε(c) − ε(∅)), as the sampler combines them
-                g, (nu, ns) = cfg.adversarial_guidance_scale, guide_from
-                p_u, p_s = pred[nu] + g * (p_u - pred[nu]), pred[ns] + g * (p_s - pred[ns])
-                r_u, r_s = ref[nu] + g * (r_u - ref[nu]), ref[ns] + g * (r_s - ref[ns])
-            mp_u, target_u = fam.loss_space(p_u, x_t[u], x0_unsafe, noise, t_unsafe)
-            mp_s, target_s = fam.loss_space(p_s, x_t[s], x0_safe, noise, t_safe)
-            rp_u, _ = fam.loss_space(r_u, x_t[u], x0_unsafe, noise, t_unsafe)
-            rp_s, _ = fam.loss_space(r_s, x_t[s], x0_safe, noise, t_safe)
+        def preference(u: slice, s: slice):
+            mp_u, target_u = fam.loss_space(pred[u], x_t[u], x0_unsafe, noise, t_unsafe)
+            mp_s, target_s = fam.loss_space(pred[s], x_t[s], x0_safe, noise, t_safe)
+            rp_u, _ = fam.loss_space(ref[u], x_t[u], x0_unsafe, noise, t_unsafe)
+            rp_s, _ = fam.loss_space(ref[s], x_t[s], x0_safe, noise, t_safe)
             return duo_loss_terms(mp_u, rp_u, mp_s, rp_s, target_u, target_s, cfg.beta)
 
         terms = preference(slice(0, n), slice(n, 2 * n))
@@ -252,8 +247,7 @@ class UnlearningTrainer:
         loss = cfg.prompt_preference_weight * terms.loss + weight * preservation
         if self.adversarial_embeds is not None:
             first = 3 * n if weight > 0 else 2 * n
-            guide = (slice(0, n), slice(n, 2 * n)) if cfg.adversarial_guidance_scale is not None else None
-            adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n), guide)
+            adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n))
             loss = loss + cfg.adversarial_weight * adv_terms.loss
             logs.update({"adversarial_duo_loss": adv_terms.loss.item(),
                          "adversarial_implicit_acc": adv_terms.implicit_accuracy.item()})

@@ -38,8 +38,10 @@ class EvalConfig:
     """Also train DUO at this β with λ = 0 (no output preservation); None skips the ablation."""
     robust_betas: tuple[float, ...] = ()
     """Also train robust DUO (``DUOConfig.adversarial_conditioning``) at each of these β."""
-    adversarial_steps: int = 2
+    adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
+    adversarial_weight: float = 2.0
+    """Robust DUO: weight of the preference under the adversarial conditioning."""
     baselines: tuple[str, ...] = ("esd", "uce")
     """Prompt-based baselines trained on the same model: 'esd', 'uce'."""
     attacks: tuple[str, ...] = ATTACK_NAMES
