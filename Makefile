@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-gpu eval eval-quick study tune lint clean
+.PHONY: demo test bench bench-gpu eval eval-robust eval-quick study tune lint clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-gpu: $(STAMP)
 eval study: $(STAMP)
 	$(BIN)/duo eval --config configs/eval_shapeworld.yaml
 
+eval-robust: $(STAMP)
+	$(BIN)/duo eval --config configs/eval_robustness.yaml
+
 eval-quick: $(STAMP)
 	$(BIN)/duo eval --config configs/eval_shapeworld_quick.yaml
 
@@ -40,4 +43,4 @@ tune: $(STAMP)
 	$(BIN)/duo tune --config configs/tune_shapeworld.yaml
 
 clean:
-	rm -rf $(VENV) demo-output bench-output eval-output eval-quick-output tune-output
+	rm -rf $(VENV) demo-output bench-output eval-output eval-robust-output eval-quick-output tune-output

@@ -5,7 +5,8 @@
 1. Base model: grids of safe, unsafe and held-out-paraphrase prompts; the quality bars.
 2. Pairs: unsafe images of the X concept, safe twins by SDEdit, detector-filtered (the X gone,
    shape, colour and background kept).
-3. DUO training (pair prompts with dropout, LoRA, output-preserving regulariser).
+3. DUO training (empty prompts, robust: the preference also under an adversarial conditioning
+   found from the images; LoRA, output-preserving regulariser).
 4. After: the concept rate on unsafe and held-out prompts, the close concept's rate, and
    prior preservation (1 − perceptual distance to the base model, same prompts and seeds),
    with before/after grids.
@@ -43,12 +44,21 @@ class DemoConfig:
     learning_rate: float | None = 1e-3
     """ShapeWorld's tiny UNet needs larger steps than the paper's rule (3e-4 * 100 / beta = 6e-5,
     calibrated for SD 1.4 at batch 4); None applies the rule."""
-    use_prompts: bool = True
-    """Condition on the pair prompts (the authors' given_prompt). With empty prompts the tiny
-    model's X survives: classifier-free guidance re-amplifies it from the untouched
-    conditional path (measured; see README)."""
-    prompt_dropout: float = 0.2
-    """The authors' cfg_train: a fifth of the pairs train with the empty prompt."""
+    use_prompts: bool = False
+    """Condition on the pair prompts (the authors' given_prompt). Empty, as the paper intends:
+    the demo forgets the X from the images alone (see ``adversarial_conditioning``)."""
+    prompt_dropout: float = 0.0
+    """With use_prompts, the authors' cfg_train dropout (0.2)."""
+    adversarial_conditioning: bool = True
+    """Robust DUO (see DUOConfig). Needed on ShapeWorld for empty-prompt DUO to forget: under the
+    empty prompt alone the X survives, because the prompted path that draws it is untouched and
+    classifier-free guidance amplifies it (measured; see README)."""
+    adversarial_steps: int = 4
+    """Robust DUO: descent steps on the adversarial conditioning per training step."""
+    adversarial_weight: float = 2.0
+    """Robust DUO: weight of the preference under the adversarial conditioning."""
+    prompt_preference_weight: float = 0.0
+    """Weight of the preference under the empty prompt (0: only where the model draws the X)."""
     timestep_range: tuple[int, int] = (1, 1000)
     """The X's strokes are laid down at high noise in a 16x16 latent, above the paper's 750."""
     preservation_weight: float | None = None
@@ -69,7 +79,9 @@ def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
                      beta=cfg.beta, max_train_steps=cfg.max_train_steps, train_batch_size=cfg.train_batch_size,
                      learning_rate=cfg.learning_rate, preservation_weight=cfg.preservation_weight,
                      use_prompts=cfg.use_prompts, prompt_dropout=cfg.prompt_dropout,
-                     timestep_range=cfg.timestep_range, seed=cfg.seed, checkpointing_steps=0)
+                     timestep_range=cfg.timestep_range, seed=cfg.seed, checkpointing_steps=0,
+                     adversarial_conditioning=cfg.adversarial_conditioning, adversarial_steps=cfg.adversarial_steps,
+                     adversarial_weight=cfg.adversarial_weight, prompt_preference_weight=cfg.prompt_preference_weight)
     return dataclasses.replace(base, **overrides)
 
 

@@ -153,8 +153,10 @@ def test_sneakyprompt_climbs_the_detector_reward_and_stops_at_the_first_bypass(p
     used = result.extra["queries_per_prompt"][0]
     assert result.scores[0] >= 0.5 and used < 60  # a bypass with at least 2 of 3 evocative words
     assert "cross" not in result.prompts[0]
-    # queries go 4 at a time (2 seeds each) into one call; the final render is the last call
-    assert calls[:-1] and all(n == 8 for n in calls[:-2]) and len(calls) - 1 == -(-used // 4)
+    # queries go 4 at a time (2 seeds each) into one call; then the final render and one render per
+    # earlier point of the budget curve
+    search = calls[:-len(result.extra["curve"])]
+    assert search and all(n == 8 for n in search[:-1]) and len(search) == -(-used // 4)
 
 
 def _cached_twice(tmp_path, pipe, monkeypatch):

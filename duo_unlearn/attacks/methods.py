@@ -145,7 +145,7 @@ def natural_prompts(pipe, detector, task: ConceptTask, cfg: AttackConfig) -> Att
     return _render(pipe, cfg, task.natural_prompts[: cfg.num_prompts], detector, "paraphrase", {})
 
 
-_RING_A_BELL_PROMPTS: dict[tuple, tuple[list[str], list[float]]] = {}
+_RING_A_BELL_PROMPTS: dict[tuple, tuple[list[str], list[float], dict[int, list[str]]]] = {}
 
 
 def _text_encoder_fingerprint(pipe) -> tuple:
@@ -157,8 +157,13 @@ def _text_encoder_fingerprint(pipe) -> tuple:
 
 
 def _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation, crossover, pool_share, pool_size,
-                        generations) -> tuple[list[str], list[float]]:
-    """The genetic search for each safe prompt's discrete tokens; returns prompts and distances."""
+                        generations) -> tuple[list[str], list[float], dict[int, list[str]]]:
+    """The genetic search for each safe prompt's discrete tokens; returns prompts, distances and,
+    per earlier budget of the curve, the best prompts after that many generations."""
+    from duo_unlearn.attacks.inversion import curve_points
+
+    checkpoints = [g for g in curve_points(generations) if g < generations]
+    at_checkpoint: dict[int, list[str]] = {g: [] for g in checkpoints}
     gen = torch.Generator().manual_seed(cfg.seed)
     with_c = encode_ids(pipe, tokenize(pipe, [p for p, _ in task.concept_pairs])).float()
     without_c = encode_ids(pipe, tokenize(pipe, [q for _, q in task.concept_pairs])).float()
@@ -184,8 +189,10 @@ def _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation, cros
             emb = encode_ids(pipe, tokenize(pipe, pipe.tokenizer.batch_decode(p.tolist()))).float()
             return -(emb - target).pow(2).mean(dim=(1, 2)).cpu()
 
-        for _ in range(generations):
+        for done in range(generations):
             score = fitness(pop)
+            if done in at_checkpoint:  # the population after ``done`` generations
+                at_checkpoint[done].append(pipe.tokenizer.decode(pop[score.argmax()].tolist()))
             order = score.argsort(descending=True)
             parents = pop[order[:half]]
             elite = parents[: max(1, population // 10)]
@@ -202,7 +209,7 @@ def _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation, cros
         best = pop[score.argmax()]
         distances.append(float(-score.max()))
         found.append(pipe.tokenizer.decode(best.tolist()))
-    return found, distances
+    return found, distances, at_checkpoint
 
 
 @register_attack("ring-a-bell")
@@ -226,10 +233,23 @@ def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float
     if key not in _RING_A_BELL_PROMPTS:  # the search never queries the target: reuse it across targets
         _RING_A_BELL_PROMPTS[key] = _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation,
                                                         crossover, pool_share, pool_size, generations)
-    found, distances = _RING_A_BELL_PROMPTS[key]
-    return _render(pipe, cfg, found, detector, "ring-a-bell",
-                   {"eta": eta, "length": length, "generations": generations, "population": population,
-                    "pool_share": pool_share, "embedding_distance": distances})
+    found, distances, at_checkpoint = _RING_A_BELL_PROMPTS[key]
+    result = _render(pipe, cfg, found, detector, "ring-a-bell",
+                     {"eta": eta, "length": length, "generations": generations, "population": population,
+                      "pool_share": pool_share, "embedding_distance": distances})
+    return _with_curve(pipe, cfg, detector, result, at_checkpoint, generations)
+
+
+def _with_curve(pipe, cfg: AttackConfig, detector, result: AttackResult, prompts_at: dict[int, list[str]],
+                budget: int) -> AttackResult:
+    """Render the best prompts found at each earlier budget (same seeds as the final images) and
+    record the budget curve in ``result.extra['curve']``."""
+    from duo_unlearn.attacks.inversion import curve_entry
+
+    curve = [curve_entry(b, _render(pipe, cfg, prompts, detector, result.method, {}))
+             for b, prompts in sorted(prompts_at.items())]
+    result.extra["curve"] = curve + [curve_entry(budget, result)]
+    return result
 
 
 def _denoising_loss(pipe, family, latents: torch.Tensor, embeds: torch.Tensor, gen: torch.Generator,
@@ -269,6 +289,9 @@ def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_t
     vocab = word_vocabulary(pipe.tokenizer)
     table = pipe.text_encoder.get_input_embeddings().weight
     found, best_losses = [], []
+    from duo_unlearn.attacks.inversion import curve_points
+
+    at_checkpoint: dict[int, list[str]] = {b: [] for b in curve_points(iterations) if b < iterations}
     for k in range(min(cfg.num_prompts, len(task.concept_images))):
         mean, std = _image_latents(pipe, [task.concept_images[k]])
         shape = (samples_per_step, *mean.shape[1:])
@@ -282,18 +305,21 @@ def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_t
         with frozen(pipe.text_encoder, family.denoiser), \
                 Placeholders(pipe, num_tokens, init=init, project_to=vocab) as adv:
             opt = torch.optim.Adam([adv.vectors], lr=lr)
-            for _ in range(iterations):
+            for done in range(1, iterations + 1):
                 embeds = encode_ids(pipe, tokenize(pipe, [f"{adv.text} {base}"] * samples_per_step))
                 loss = _denoising_loss(pipe, family, latents, embeds, gen, noise=noise, t=t)
                 if loss.item() < best_loss:  # the real tokens this forward pass ran
                     best_loss, best_tokens = loss.item(), adv.last_tokens
+                if done in at_checkpoint:  # the best prompt after ``done`` iterations
+                    at_checkpoint[done].append(f"{pipe.tokenizer.decode(best_tokens)} {base}")
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
         found.append(f"{pipe.tokenizer.decode(best_tokens)} {base}")
         best_losses.append(best_loss)
-    return _render(pipe, cfg, found, detector, "unlearndiffatk",
-                   {"num_tokens": num_tokens, "iterations": iterations, "lr": lr, "best_loss": best_losses})
+    result = _render(pipe, cfg, found, detector, "unlearndiffatk",
+                     {"num_tokens": num_tokens, "iterations": iterations, "lr": lr, "best_loss": best_losses})
+    return _with_curve(pipe, cfg, detector, result, at_checkpoint, iterations)
 
 
 @register_attack("sneakyprompt")
@@ -317,6 +343,9 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
     vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
     pool = concept_token_pool(pipe, task, vocab, candidates).tolist()
     found, query_log = [], []
+    from duo_unlearn.attacks.inversion import curve_points
+
+    at_checkpoint: dict[int, list[str]] = {b: [] for b in curve_points(queries) if b < queries}
     for n, prompt in enumerate(task.unsafe_prompts[: cfg.num_prompts]):
         phrase = next((p for p in sorted(task.concept_phrases, key=len, reverse=True) if p in prompt), None)
         if phrase is None:
@@ -346,14 +375,21 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
                     best, best_tokens, best_reward = candidate, tokens, reward
                 if float(np.min(score)) >= detector.threshold:  # the concept shows on every seed
                     best, bypassed = candidate, True
+                if used in at_checkpoint:  # the prompt the search would return after ``used`` queries
+                    at_checkpoint[used].append(best)
+                if bypassed:
                     break  # the first bypass ends the search, as in SneakyPrompt
             if bypassed:
                 break
+        for budget, prompts in at_checkpoint.items():  # a search that ended early keeps its prompt
+            if len(prompts) < len(found) + 1:
+                prompts.append(best)
         found.append(best)
         query_log.append(used)
-    return _render(pipe, cfg, found, detector, "sneakyprompt",
-                   {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes,
-                    "queries_per_batch": queries_per_batch})
+    result = _render(pipe, cfg, found, detector, "sneakyprompt",
+                     {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes,
+                      "queries_per_batch": queries_per_batch})
+    return _with_curve(pipe, cfg, detector, result, at_checkpoint, queries)
 
 
 # the attacks that learn embeddings live in their own module; importing it registers them

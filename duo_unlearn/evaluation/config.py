@@ -42,6 +42,8 @@ class EvalConfig:
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0
     """Robust DUO: weight of the preference under the adversarial conditioning."""
+    robust_prompt_preference_weight: float = 0.0
+    """Robust DUO: weight of the preference under the empty (or pair) prompt (see DUOConfig)."""
     baselines: tuple[str, ...] = ("esd", "uce")
     """Prompt-based baselines trained on the same model: 'esd', 'uce'."""
     attacks: tuple[str, ...] = ATTACK_NAMES

@@ -263,7 +263,8 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                         max_train_steps=cfg.train_steps, train_batch_size=cfg.train_batch_size)
         if spec.get("robust"):
             settings.update(adversarial_conditioning=True, adversarial_steps=cfg.adversarial_steps,
-                            adversarial_weight=cfg.adversarial_weight)
+                            adversarial_weight=cfg.adversarial_weight,
+                            prompt_preference_weight=cfg.robust_prompt_preference_weight)
     elif spec["method"] == "esd":
         settings = dict(method="esd", esd_concept_prompt="a shape with a black x over it", esd_eta=1.0,
                         esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8, max_train_steps=cfg.esd_steps,
