@@ -63,6 +63,10 @@ class DUOConfig:
     adversary, as in adversarial training). The attacks that learn embeddings against the
     unlearned model look for exactly that conditioning; training under it leaves them nothing
     to find. Found from the images alone: no prompt is needed."""
+    adversary_per_pair: bool = False
+    """Robust DUO: one adversarial conditioning per pair (each moved when its pair is drawn), instead
+    of one shared by all: many conditionings, each reproducing its own unsafe image, cover more of
+    the ways the concept can be asked for."""
     adversarial_steps: int = 2
     """Descent steps on the adversarial conditioning per training step (each one forward and
     backward of the denoiser on the unsafe half of the batch)."""

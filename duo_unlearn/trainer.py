@@ -90,7 +90,9 @@ class UnlearningTrainer:
             self._cache_pairs()
         self.adversarial_embeds = None
         if cfg.method == "duo" and cfg.adversarial_conditioning:  # starts at the empty prompt's conditioning
-            self.adversarial_embeds = torch.nn.Parameter(self.null_cond.hidden_states[:1].detach().float().clone())
+            rows = len(self.dataset) if cfg.adversary_per_pair else 1
+            start = self.null_cond.hidden_states[:1].detach().float()
+            self.adversarial_embeds = torch.nn.Parameter(start.repeat(rows, 1, 1).clone())
             self.adversarial_optimizer = torch.optim.Adam([self.adversarial_embeds], lr=cfg.adversarial_lr)
         else:
             self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)
@@ -174,30 +176,34 @@ class UnlearningTrainer:
             safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
 
-    def _adversarial_conditioning(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
-                                  noise: torch.Tensor) -> tuple[Conditioning, float]:
+    def _adversarial_conditioning(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
+                                  index: torch.Tensor | None = None) -> tuple[Conditioning, float]:
         """Move the persistent adversarial conditioning ``adversarial_steps`` Adam steps down the
         current model's denoising error on the unsafe images ``x0`` (noised to ``x_t``), and
-        return it (detached) with the last error. Gradients reach the conditioning only, never
-        the LoRA; under several processes they are averaged, so the adversary sees the global batch."""
+        return it (detached) with the last error. With ``adversary_per_pair`` each pair has its own
+        conditioning (rows ``index`` of the table), else one is shared. Gradients reach the
+        conditioning only, never the LoRA. The error is summed over this process's rows and divided
+        by the global batch, and the gradients summed over processes: N processes x batch b move the
+        adversary as one process with batch N*b does."""
         cfg, fam, acc = self.config, self.family, self.accelerator
         model = acc.unwrap_model(self.model)  # no DDP hooks: no parameter gradient is made here
         dtype = next(model.parameters()).dtype
         n = len(x_t)
         extra = self.null_cond.select([0] * n).extra
+        rows = index.cpu() if cfg.adversary_per_pair else torch.zeros(n, dtype=torch.long)
         error = 0.0
         for _ in range(cfg.adversarial_steps):
-            cond = Conditioning(self.adversarial_embeds.to(dtype).expand(n, -1, -1), extra)
+            cond = Conditioning(self.adversarial_embeds[rows].to(dtype), extra)
             pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
-            loss = per_sample_mse(pred, target).mean()
-            (grad,) = torch.autograd.grad(loss, self.adversarial_embeds)
+            per_sample = per_sample_mse(pred, target)
+            (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, self.adversarial_embeds)
             if acc.num_processes > 1:
-                grad = acc.reduce(grad, "mean")
+                grad = acc.reduce(grad, "sum")
             self.adversarial_embeds.grad = grad
             self.adversarial_optimizer.step()
             self.adversarial_optimizer.zero_grad(set_to_none=True)
-            error = loss.item()
-        return Conditioning(self.adversarial_embeds.detach().to(dtype).expand(n, -1, -1), extra), error
+            error = per_sample.mean().item()
+        return Conditioning(self.adversarial_embeds.detach()[rows].to(dtype), extra), error
 
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """DUO's loss on one batch of pairs, and what to log.
@@ -224,7 +230,8 @@ class UnlearningTrainer:
             conds.append(self.null_cond.select([0] * n))
         logs: dict[str, float] = {}
         if self.adversarial_embeds is not None:
-            adversarial, logs["adversarial_mse"] = self._adversarial_conditioning(inputs[0], t_unsafe, x0_unsafe, noise)
+            adversarial, logs["adversarial_mse"] = self._adversarial_conditioning(inputs[0], t_unsafe, x0_unsafe, noise,
+                                                                                  index)
             inputs += [inputs[0], inputs[1]]
             timesteps += [t_unsafe, t_safe]
             conds += [adversarial, adversarial]

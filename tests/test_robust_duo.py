@@ -91,3 +91,19 @@ def test_robust_run_resumes_exactly(tmp_path):
                            resume_from_checkpoint=str(tmp_path / "cut" / "out" / "checkpoint-2"))).train()
     a, b = load_file(full / LORA_WEIGHTS_NAME), load_file(out / LORA_WEIGHTS_NAME)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_per_pair_adversary_moves_only_the_drawn_pairs_conditionings(tmp_path):
+    trainer = _trainer(_config(tmp_path, adversary_per_pair=True, adversarial_steps=1))
+    table = trainer.adversarial_embeds
+    assert table.shape[0] == len(trainer.dataset)
+    before = table.detach().clone()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn((2, 4, 8, 8), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([100, 700])
+    index = torch.tensor([1, 3])
+    cond, _ = trainer._adversarial_conditioning(trainer.family.add_noise(x0, noise, t), t, x0, noise, index)
+    moved = [i for i in range(len(before)) if not torch.equal(before[i], table.detach()[i])]
+    assert moved == [1, 3]
+    assert torch.equal(cond.hidden_states, table.detach()[index])
