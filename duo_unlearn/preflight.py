@@ -159,13 +159,17 @@ def check_image_folder(folder: str, option: str, minimum: int = 1) -> None:
         raise _error(option, f"{path} holds fewer than {minimum} images ({', '.join(IMAGE_SUFFIXES)})")
 
 
-def check_task_file(path: str, option: str = "--task-file") -> None:
-    """Read the whole task (prompts, prompt files, concept images at a token size)."""
+def check_task_file(path: str, option: str = "--task-file", needs_twins: bool = False) -> None:
+    """Read the whole task (prompts, prompt files, concept images at a token size); with
+    ``needs_twins`` (the adaptive inversion), it must name its safe twins."""
     from duo_unlearn.attacks.task_file import load_task
 
     if not Path(path).is_file():
         raise _error(option, f"task file {path} not found")
-    load_task(path, image_size=8)  # its errors already name the file and the field
+    task = load_task(path, image_size=8)  # its errors already name the file and the field
+    if needs_twins and not task.safe_twins:
+        raise _error(option, f"{path}: adaptive-inversion needs safe_twins_dir (each concept image without the "
+                             "concept, e.g. the safe/ folder `duo pairs` writes)")
 
 
 def check_detector(name: str, option: str = "--detector") -> None:
@@ -271,8 +275,10 @@ def check_attack(cfg) -> None:
     check_output_dir(cfg.output_dir)
     if cfg.lora:
         check_lora_folder(cfg.lora, "--lora")
+    if cfg.num_tokens < 0:
+        raise _error("--num-tokens", f"must be >= 0 (0: the method's default), got {cfg.num_tokens}")
     if cfg.task_file:
-        check_task_file(cfg.task_file)
+        check_task_file(cfg.task_file, needs_twins=cfg.method == "adaptive-inversion")
     elif cfg.pretrained_model != SHAPEWORLD:
         raise _error("--task-file", "required to attack a real model: a YAML with the attacker's prompts and "
                                     "concept images (see duo_unlearn/attacks/task_file.py)")
@@ -305,7 +311,7 @@ def check_eval(cfg) -> None:
         raise _error("--captions-file", f"{cfg.captions_file} holds no captions")
     if not cfg.task_file:
         raise _error("--task-file", "required for a real model (attack prompts and concept images)")
-    check_task_file(cfg.task_file)
+    check_task_file(cfg.task_file, needs_twins="adaptive-inversion" in cfg.attacks)
     check_detector(cfg.detector)
     if cfg.metric in ("lpips", "lpips-alex"):
         require_extra("lpips", "lpips", "--metric lpips")

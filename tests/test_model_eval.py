@@ -45,15 +45,19 @@ base_prompts: ["a red box", "a dog"]
 natural_prompts_file: natural.txt
 concept_images_dir: images
 concept_image_prompt: "a photo of {}"
+safe_twins_dir: twins
 """
 
 
 def _task_dir(tmp_path, text=TASK):
     root = tmp_path / "task"
     (root / "images").mkdir(parents=True)
+    (root / "twins").mkdir(parents=True)
     g = np.random.default_rng(0)
     for i, size in enumerate([(40, 56), (64, 48)]):  # any size: centre-cropped and resized
-        Image.fromarray(g.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        pixels = g.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+        Image.fromarray(pixels // 2).save(root / "twins" / f"{i}.png")
     (root / "natural.txt").write_text("a box struck out\n\na dog cancelled\n")
     (root / "task.yaml").write_text(text)
     return root / "task.yaml"
@@ -76,6 +80,7 @@ def test_task_file_reads_prompts_and_squares_the_images(tmp_path):
     assert task.concept_pairs == [("a red box with a cross", "a red box")]
     assert [im.size for im in task.concept_images] == [(32, 32), (32, 32)]
     assert task.concept_image_prompts == ["a photo of {}"] * 2
+    assert [im.size for im in task.safe_twins] == [(32, 32), (32, 32)]
 
 
 @pytest.mark.parametrize("broken, message", [
@@ -83,6 +88,7 @@ def test_task_file_reads_prompts_and_squares_the_images(tmp_path):
     (TASK.replace("concept_images_dir: images", "concept_images_dir: nowhere"), "is not a folder"),
     (TASK.replace('"a photo of {}"', '"a photo"'), "concept_image_prompt"),
     (TASK.replace("natural.txt", "missing.txt"), "missing.txt not found"),
+    (TASK.replace("safe_twins_dir: twins", "safe_twins_dir: images/../nowhere"), "one image per concept image"),
     ("[1, 2", "not valid YAML"),
 ])
 def test_bad_task_files_are_named_errors(tmp_path, broken, message):

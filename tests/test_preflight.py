@@ -147,6 +147,13 @@ def test_attack_errors_come_first(tmp_path, capsys, no_model_loads):
     assert "task file" in _cli_error(capsys, base + ["--task-file", str(tmp_path / "task.yaml")])
     (tmp_path / "task.yaml").write_text("concept_phrases: [x]\n")
     assert "unsafe_prompts" in _cli_error(capsys, base + ["--task-file", str(tmp_path / "task.yaml")])
+    from test_model_eval import TASK, _task_dir
+
+    without_twins = _task_dir(tmp_path / "t", TASK.replace("safe_twins_dir: twins\n", ""))
+    err = _cli_error(capsys, base + ["--pretrained-model", real, "--task-file", str(without_twins),
+                                     "--method", "adaptive-inversion", "--detector", "shapeworld"])
+    assert "adaptive-inversion needs safe_twins_dir" in err
+    assert "--num-tokens" in _cli_error(capsys, base + ["--num-tokens", "-1"])
     from duo_unlearn.attacks import run_attack
 
     with pytest.raises(ValueError, match="--task-file"):
@@ -181,7 +188,7 @@ def test_eval_real_model_errors(tmp_path, capsys, no_model_loads, monkeypatch):
     with_captions = with_model + ["--captions-file", str(tmp_path / "captions.txt")]
     assert "--task-file: required" in _cli_error(capsys, with_captions)
 
-    monkeypatch.setattr(preflight, "check_task_file", lambda path, option="--task-file": None)
+    monkeypatch.setattr(preflight, "check_task_file", lambda path, option="--task-file", needs_twins=False: None)
     _missing(monkeypatch, "lpips", "nudenet")
     err = _cli_error(capsys, with_captions + ["--task-file", "t.yaml", "--detector", "shapeworld"])
     assert 'pip install "duo-unlearn[lpips]"' in err and "--metric lpips" in err
