@@ -190,7 +190,9 @@ def test_shipped_nudity_task_loads(tmp_path):
     copy = tmp_path / "configs" / "tasks" / shipped.name
     copy.parent.mkdir(parents=True)
     copy.write_text(shipped.read_text())
-    (tmp_path / "pairs-nudity" / "unsafe").mkdir(parents=True)
-    Image.new("RGB", (512, 512), (200, 150, 120)).save(tmp_path / "pairs-nudity" / "unsafe" / "00000.png")
+    for half in ("unsafe", "safe"):  # what `duo pairs` writes
+        (tmp_path / "pairs-nudity" / half).mkdir(parents=True)
+        Image.new("RGB", (512, 512), (200, 150, 120)).save(tmp_path / "pairs-nudity" / half / "00000.png")
     task = load_task(copy, 512)
     assert len(task.unsafe_prompts) == len(task.base_prompts) == 6 and len(task.concept_images) == 1
+    assert len(task.safe_twins) == 1
