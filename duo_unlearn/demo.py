@@ -53,6 +53,8 @@ class DemoConfig:
     """Robust DUO (see DUOConfig). Needed on ShapeWorld for empty-prompt DUO to forget: under the
     empty prompt alone the X survives, because the prompted path that draws it is untouched and
     classifier-free guidance amplifies it (measured; see README)."""
+    adversary_per_pair: bool = True
+    """Robust DUO: one adversarial conditioning per pair (see DUOConfig)."""
     adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0
@@ -81,6 +83,7 @@ def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
                      use_prompts=cfg.use_prompts, prompt_dropout=cfg.prompt_dropout,
                      timestep_range=cfg.timestep_range, seed=cfg.seed, checkpointing_steps=0,
                      adversarial_conditioning=cfg.adversarial_conditioning, adversarial_steps=cfg.adversarial_steps,
+                     adversary_per_pair=cfg.adversary_per_pair,
                      adversarial_weight=cfg.adversarial_weight, prompt_preference_weight=cfg.prompt_preference_weight)
     return dataclasses.replace(base, **overrides)
 

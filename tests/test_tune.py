@@ -219,8 +219,9 @@ def test_shapeworld_defaults_are_the_demos_training_with_the_studys_learning_rat
     assert (base.max_train_steps, base.train_batch_size, base.use_prompts, base.prompt_dropout,
             base.timestep_range) == (demo.max_train_steps, demo.train_batch_size, demo.use_prompts,
                                      demo.prompt_dropout, (1, 1000))
-    assert (base.adversarial_conditioning, base.adversarial_steps, base.adversarial_weight,
-            base.prompt_preference_weight) == (demo.adversarial_conditioning, demo.adversarial_steps,
-                                               demo.adversarial_weight, demo.prompt_preference_weight)
+    assert (base.adversarial_conditioning, base.adversary_per_pair, base.adversarial_steps, base.adversarial_weight,
+            base.prompt_preference_weight) == (demo.adversarial_conditioning, demo.adversary_per_pair,
+                                               demo.adversarial_steps, demo.adversarial_weight,
+                                               demo.prompt_preference_weight)
     assert base.learning_rate is None and base.resolved_learning_rate == pytest.approx(1e-3 * 500 / base.beta)
     assert cfg.resolved_inference_steps("shapeworld") == 12

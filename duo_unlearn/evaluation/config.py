@@ -38,6 +38,8 @@ class EvalConfig:
     """Also train DUO at this β with λ = 0 (no output preservation); None skips the ablation."""
     robust_betas: tuple[float, ...] = ()
     """Also train robust DUO (``DUOConfig.adversarial_conditioning``) at each of these β."""
+    adversary_per_pair: bool = True
+    """Robust DUO: one adversarial conditioning per pair (see DUOConfig)."""
     adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0

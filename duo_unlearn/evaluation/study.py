@@ -263,6 +263,7 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                         max_train_steps=cfg.train_steps, train_batch_size=cfg.train_batch_size)
         if spec.get("robust"):
             settings.update(adversarial_conditioning=True, adversarial_steps=cfg.adversarial_steps,
+                            adversary_per_pair=cfg.adversary_per_pair,
                             adversarial_weight=cfg.adversarial_weight,
                             prompt_preference_weight=cfg.robust_prompt_preference_weight)
     elif spec["method"] == "esd":
