@@ -11,6 +11,8 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
 - DUO cached: what the trainer does (latents and prompt embeddings cached, batched calls).
 - DUO naive: VAE-encode the images and text-encode the prompts every step, and call the
   policy and the reference separately for unsafe, safe and noise inputs.
+- DUO robust: the demo's robust DUO (per-pair adversarial conditionings, 4 adversary steps,
+  the preference under the adversary only): 4 more forward/backward passes on the unsafe half.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = ("plain_lora", "duo_cached", "duo_naive")
+VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust")
 
 
 def _randn(trainer, shape) -> torch.Tensor:
@@ -78,8 +80,10 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     images = torch.rand((n_pairs, 3, 64, 64), generator=g) * 2 - 1
     dataset = PairDataset(images, images.flip(-1), ["u"] * n_pairs, ["s"] * n_pairs,
                           [{"index": i} for i in range(n_pairs)])
+    robust = dict(adversarial_conditioning=True, adversary_per_pair=True, adversarial_steps=4, adversarial_weight=2.0,
+                  prompt_preference_weight=0.0) if variant == "duo_robust" else {}
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
-                    checkpointing_steps=0)
+                    checkpointing_steps=0, **robust)
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
     fam, model = trainer.family, trainer.model
 
@@ -106,7 +110,7 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         trainer.optimizer.zero_grad(set_to_none=True)
 
     step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
-            "duo_naive": naive_step}[variant]
+            "duo_naive": naive_step, "duo_robust": trainer.step}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -152,6 +156,7 @@ def main(argv=None) -> int:
         f"- DUO cached / plain LoRA = **{med['duo_cached'] / med['plain_lora']:.2f}** "
         "(target <= 1.4; arithmetic floor 4/3: one extra no-grad forward)",
         f"- DUO naive / DUO cached = **{med['duo_naive'] / med['duo_cached']:.2f}**",
+        f"- robust DUO / DUO cached = **{med['duo_robust'] / med['duo_cached']:.2f}** (4 adversary steps)",
         f"- {args.rounds} alternating rounds x {args.steps} timed steps after {args.warmup} warm-up steps, "
         "each variant in its own process; ratios are from this run only.",
         "",
