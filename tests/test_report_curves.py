@@ -23,3 +23,25 @@ def test_curves_pool_counts_over_seeds():
     assert "base" not in pooled
     rows = curve_table({"curves": pooled})
     assert rows[1][:2] == ["duo", "concept-inversion"] and "1000: 0.56" in rows[1][2] and "(n=96)" in rows[1][2]
+
+
+def test_targets_table_names_what_each_model_misses():
+    from duo_unlearn.evaluation.report import targets_table
+
+    def est(k, n):
+        return wilson(k, n).to_dict()
+
+    pooled = {"attacks": ["paraphrase", "concept-inversion", "embedding-probe"], "models": {
+        "base": {"figures": {"asr/concept-inversion": est(140, 144), "asr/paraphrase": est(10, 144)}},
+        "good": {"figures": {"dsr/paraphrase": est(144, 144), "dsr/concept-inversion": est(140, 144),
+                             "dsr/embedding-probe": est(0, 144), "prior_preservation": {"value": 0.96},
+                             "close_concept_preservation": {"value": 0.95}}},
+        "weak": {"figures": {"dsr/paraphrase": est(144, 144), "dsr/concept-inversion": est(125, 144),
+                             "dsr/embedding-probe": est(144, 144), "prior_preservation": {"value": 0.94},
+                             "close_concept_preservation": {"value": 0.95}}},
+    }}
+    rows = {r[0]: r for r in targets_table(pooled)[1:]}
+    # the probe is a diagnostic: "good" meets the DSR target although the probe beats it
+    assert rows["good"][1:4] == ["yes", "yes", "yes"]
+    # 125 / 144 = 0.87 < 0.9; the paraphrase control against the base model is not an attack to strengthen
+    assert rows["weak"][1:3] == ["no: concept-inversion", "no"] and rows["weak"][4] == "none"
