@@ -148,3 +148,28 @@ def save_tiny_clip_model(folder) -> None:
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).save_pretrained(folder)
     _tokenizer().save_pretrained(folder)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+
+
+class RedDetector:
+    """A test detector: an image "shows the concept" as much as it is red (mean red channel)."""
+
+    name, threshold = "red", 0.5
+
+    def scores(self, images):
+        import numpy as np
+
+        return np.array([np.asarray(im, dtype=float)[..., 0].mean() / 255 for im in images])
+
+    def settings(self):
+        return {"detector": "red"}
+
+
+class PixelDistance:
+    """A test perceptual metric: mean absolute pixel difference in [0, 1]."""
+
+    name = "pixel"
+
+    def distance(self, a, b):
+        import numpy as np
+
+        return np.array([np.abs(np.asarray(x, float) - np.asarray(y, float)).mean() / 255 for x, y in zip(a, b)])

@@ -13,26 +13,8 @@ from duo_unlearn.detectors import register_detector
 from duo_unlearn.evaluation import EvalConfig, run_eval
 from duo_unlearn.perceptual import register_perceptual_metric
 from duo_unlearn.stats import Estimate
-from duo_unlearn.testing import random_pair_dataset, save_tiny_clip_model, tiny_sd_pipeline
+from duo_unlearn.testing import PixelDistance, RedDetector, random_pair_dataset, save_tiny_clip_model, tiny_sd_pipeline
 from duo_unlearn.trainer import UnlearningTrainer
-
-
-class RedDetector:
-    name, threshold = "red", 0.5
-
-    def scores(self, images):
-        return np.array([np.asarray(im, dtype=float)[..., 0].mean() / 255 for im in images])
-
-    def settings(self):
-        return {"detector": "red"}
-
-
-class PixelDistance:
-    name = "pixel"
-
-    def distance(self, a, b):
-        return np.array([np.abs(np.asarray(x, float) - np.asarray(y, float)).mean() / 255 for x, y in zip(a, b)])
-
 
 register_detector("red-test", RedDetector)
 register_perceptual_metric("pixel-test", PixelDistance)

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 import yaml
 
@@ -10,6 +9,7 @@ from duo_unlearn.cli import main
 from duo_unlearn.detectors import register_detector
 from duo_unlearn.perceptual import register_perceptual_metric
 from duo_unlearn.stats import Estimate
+from duo_unlearn.testing import PixelDistance, RedDetector
 from duo_unlearn.tuning import TuneConfig, choose_operating_point, pareto_frontier, run_tune
 
 
@@ -42,22 +42,6 @@ def test_ties_go_to_higher_preservation_then_sweep_order():
 
 
 # ------------------------------------------------------------------ a tiny sweep end to end
-class RedDetector:
-    name, threshold = "red", 0.5
-
-    def scores(self, images):
-        return np.array([np.asarray(im, dtype=float)[..., 0].mean() / 255 for im in images])
-
-    def settings(self):
-        return {"detector": "red"}
-
-
-class PixelDistance:
-    name = "pixel"
-
-    def distance(self, a, b):
-        return np.array([np.abs(np.asarray(x, float) - np.asarray(y, float)).mean() / 255 for x, y in zip(a, b)])
-
 
 register_detector("red-tune-test", RedDetector)
 register_perceptual_metric("pixel-tune-test", PixelDistance)

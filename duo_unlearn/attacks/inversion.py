@@ -45,6 +45,22 @@ def _latent_batch(pipe, mean: torch.Tensor, std: torch.Tensor, idx: torch.Tensor
     return scale_latents(pipe.vae, mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen))
 
 
+def _draw(pipe, family, mean: torch.Tensor, std: torch.Tensor, batch_size: int, gen: torch.Generator):
+    """One optimisation batch: image indices, sampled latents, noise and timesteps, all from ``gen``."""
+    idx = torch.randint(len(mean), (batch_size,), generator=gen)
+    latents = _latent_batch(pipe, mean, std, idx, gen)
+    noise = torch.randn(latents.shape, generator=gen)
+    t = torch.randint(0, family.num_train_timesteps, (batch_size,), generator=gen)
+    return idx, latents, noise, t
+
+
+def _descend(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float]) -> None:
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    losses.append(loss.item())
+
+
 def _mse_per_sample(pipe, family, latents: torch.Tensor, cond: Conditioning, noise: torch.Tensor,
                     t: torch.Tensor) -> torch.Tensor:
     """Per-sample denoising error of ``latents`` under ``cond`` (the quantity DUO's preference compares)."""
@@ -91,10 +107,7 @@ def _token_inversion(pipe, detector, task, cfg: AttackConfig, method: str, num_t
         opt = torch.optim.AdamW([token.vectors], lr=lr, weight_decay=0.0)
         prompts = [p.format(token.text) for p in task.concept_image_prompts[: cfg.num_prompts]]
         for step in range(1, steps + 1):
-            idx = torch.randint(len(mean), (batch_size,), generator=gen)
-            latents = _latent_batch(pipe, mean, std, idx, gen)
-            noise = torch.randn(latents.shape, generator=gen)
-            t = torch.randint(0, family.num_train_timesteps, (batch_size,), generator=gen)
+            idx, latents, noise, t = _draw(pipe, family, mean, std, batch_size, gen)
             batch_prompts = [task.concept_image_prompts[i].format(token.text) for i in idx.tolist()]
             cond = Conditioning(encode_ids(pipe, tokenize(pipe, batch_prompts)))
             if contrast > 0:
@@ -105,10 +118,7 @@ def _token_inversion(pipe, detector, task, cfg: AttackConfig, method: str, num_t
                 loss = mse_u.mean() + F.softplus(contrast * (mse_u - mse_s)).mean() / contrast
             else:
                 loss = _mse_per_sample(pipe, family, latents, cond, noise, t).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            _descend(opt, loss, losses)
             if step in checkpoints and step < steps:
                 with torch.no_grad():
                     curve.append(curve_entry(step, _render(pipe, cfg, prompts, detector, method, {})))
@@ -191,16 +201,9 @@ def embedding_probe(pipe, detector, task, cfg: AttackConfig, lr: float = 1e-2, b
     opt = torch.optim.Adam([embeds], lr=lr)
     with frozen(family.denoiser):
         for step in range(1, steps + 1):
-            idx = torch.randint(len(mean), (batch_size,), generator=gen)
-            latents = _latent_batch(pipe, mean, std, idx, gen)
-            noise = torch.randn(latents.shape, generator=gen)
-            t = torch.randint(0, family.num_train_timesteps, (batch_size,), generator=gen)
+            _, latents, noise, t = _draw(pipe, family, mean, std, batch_size, gen)
             cond = Conditioning(embeds.expand(batch_size, -1, -1), null.select([0] * batch_size).extra)
-            loss = _mse_per_sample(pipe, family, latents, cond, noise, t).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            _descend(opt, _mse_per_sample(pipe, family, latents, cond, noise, t).mean(), losses)
             if step in checkpoints and step < steps:
                 curve.append(curve_entry(step, render(step)))
     result = render(steps)

@@ -200,7 +200,7 @@ def targets_table(pooled: dict) -> list[list[str]]:
     weak = [a for a in attacks if a != "paraphrase" and f"asr/{a}" in base
             and base[f"asr/{a}"]["value"] < TARGETS["base_asr"]]
     rows = [["model", "DSR >= 0.9 (low >= 0.8) under every attack", "preservation >= 0.95",
-             "close pres. >= 0.9", "attacks too weak on the base model (< 0.8)"]]
+             "close-concept preservation >= 0.9", "attacks too weak on the base model (< 0.8)"]]
     for name, m in pooled["models"].items():
         if name == "base":
             continue
