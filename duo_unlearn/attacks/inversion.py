@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from duo_unlearn.attacks.base import AttackConfig, AttackResult, register_attack
 from duo_unlearn.attacks.text import Placeholders, encode_ids, frozen, tokenize
 from duo_unlearn.families import Conditioning, family_for, scale_latents
-from duo_unlearn.sampling import generate
+from duo_unlearn.losses import per_sample_mse
 
 TEXTUAL_INVERSION_TOKEN = "<concept>"
 """The token name the exported embedding loads under (``load_textual_inversion``)."""
@@ -68,8 +68,7 @@ def _mse_per_sample(pipe, family, latents: torch.Tensor, cond: Conditioning, noi
     latents, noise, t = latents.to(device), noise.to(device), t.to(device)
     x_t = family.add_noise(latents, noise, t)
     pred = family.predict(family.denoiser, x_t, t, cond)
-    pred, target = family.loss_space(pred, x_t, latents, noise, t)
-    return (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    return per_sample_mse(*family.loss_space(pred, x_t, latents, noise, t))
 
 
 def _word_init(pipe, words: list[str], n: int) -> torch.Tensor:
@@ -180,7 +179,7 @@ def embedding_probe(pipe, detector, task, cfg: AttackConfig, lr: float = 1e-2, b
     withstands it has lost the concept on the conditioning side. A diagnostic (no prompt reaches
     it), reported beside the attacks and never a target. Exported as ``prompt_embeds.safetensors``
     for ``pipe(prompt_embeds=...)``. ``budget`` steps (default 1000)."""
-    from duo_unlearn.attacks.methods import _image_latents, _seeds, effective_budget
+    from duo_unlearn.attacks.methods import _image_latents, _render, effective_budget
 
     steps = effective_budget(cfg, "embedding-probe")
     family = family_for(pipe)
@@ -188,14 +187,10 @@ def embedding_probe(pipe, detector, task, cfg: AttackConfig, lr: float = 1e-2, b
     mean, std = _image_latents(pipe, task.concept_images)
     null = family.encode_prompts([""])
     embeds = torch.nn.Parameter(null.hidden_states.detach().float().clone())
-    n_images = cfg.num_prompts * cfg.images_per_prompt
-    seeds = _seeds(cfg, n_images, offset=50_000)
 
     def render(step_budget: int) -> AttackResult:
-        images = generate(pipe, [], seeds, cfg.num_inference_steps, cfg.guidance_scale,
-                          prompt_embeds=embeds.detach().to(null.hidden_states.dtype).expand(n_images, -1, -1))
-        return AttackResult("embedding-probe", ["<prompt_embeds>"] * n_images, images,
-                            np.asarray(detector.scores(images)), detector.threshold, seeds)
+        return _render(pipe, cfg, ["<prompt_embeds>"] * cfg.num_prompts, detector, "embedding-probe", {},
+                       prompt_embeds=embeds.detach().to(null.hidden_states.dtype))
 
     checkpoints, curve, losses = set(curve_points(steps)), [], []
     opt = torch.optim.Adam([embeds], lr=lr)

@@ -131,11 +131,17 @@ def _seeds(cfg: AttackConfig, n: int, offset: int = 0) -> list[int]:
     return [cfg.seed * 100_000 + offset + i for i in range(n)]
 
 
-def _render(pipe, cfg: AttackConfig, prompts: list[str], detector, method: str, extra: dict) -> AttackResult:
-    """Every attack prompt rendered with ``images_per_prompt`` seeds and judged by the detector."""
+def _render(pipe, cfg: AttackConfig, prompts: list[str], detector, method: str, extra: dict,
+            prompt_embeds: torch.Tensor | None = None) -> AttackResult:
+    """Every attack prompt rendered with ``images_per_prompt`` seeds and judged by the detector;
+    with ``prompt_embeds`` (one conditioning, e.g. the probe's), that conditioning for every image
+    and ``prompts`` only as labels."""
     all_prompts = [p for p in prompts for _ in range(cfg.images_per_prompt)]
     seeds = _seeds(cfg, len(all_prompts), offset=50_000)
-    images = generate(pipe, all_prompts, seeds, cfg.num_inference_steps, cfg.guidance_scale)
+    if prompt_embeds is not None:
+        prompt_embeds = prompt_embeds.expand(len(all_prompts), -1, -1)
+    images = generate(pipe, all_prompts, seeds, cfg.num_inference_steps, cfg.guidance_scale,
+                      prompt_embeds=prompt_embeds)
     return AttackResult(method, all_prompts, images, np.asarray(detector.scores(images)), detector.threshold,
                         seeds, extra)
 

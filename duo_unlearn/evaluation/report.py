@@ -59,6 +59,27 @@ def pool(seed_results: list[dict]) -> dict[str, dict]:
     return models
 
 
+def _attack_label(attack_name: str) -> str:
+    from duo_unlearn.evaluation.config import DIAGNOSTIC_ATTACKS
+
+    return attack_name + (" (diagnostic)" if attack_name in DIAGNOSTIC_ATTACKS else "")
+
+
+def _save_dsr_plot(fig, ax, title: str, path: Path) -> Path:
+    """What every DSR plot shares: the y axis, the grid, the title, and the file."""
+    import matplotlib.pyplot as plt
+
+    ax.set_ylabel("defence success rate (95 % CI)")
+    ax.set_title(title)
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def pool_curves(seed_results: list[dict]) -> dict[str, dict[str, list[dict]]]:
     """Per model and attack, the DSR at each budget of the attack's curve, counts summed over
     the seeds (Wilson interval), as the final figures are pooled."""
@@ -138,7 +159,7 @@ def main_table(pooled: dict) -> list[list[str]]:
     """One row per model: pooled figures with intervals; a column only if some model has it."""
     models, attacks = pooled["models"], pooled["attacks"]
     keys = [(k, label, f) for k, label, f in FIGURES if any(k in m["figures"] for m in models.values())]
-    keys += [(f"dsr/{a}", f"DSR {a}" + (" (diagnostic)" if a == "embedding-probe" else ""), ".2f") for a in attacks]
+    keys += [(f"dsr/{a}", f"DSR {_attack_label(a)}", ".2f") for a in attacks]
     rows = [["model", "seeds"] + [label for _, label, _ in keys]]
     for name, m in models.items():
         rows.append([name, str(m.get("seeds", ""))] + [_fmt(m["figures"].get(k), f) for k, _, f in keys])
@@ -248,17 +269,8 @@ def curve_plots(report: Path, pooled: dict) -> list[Path]:
                         marker="o", ms=3, capsize=2, label=name)
         ax.set_xscale("log")
         ax.set_xlabel("attack budget (steps, iterations, generations or queries)")
-        ax.set_ylabel("defence success rate (95 % CI)")
-        ax.set_title(attack_name + (" (diagnostic)" if attack_name == "embedding-probe" else ""))
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
-        fig.tight_layout()
-        path = report / f"budget_{attack_name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save_dsr_plot(fig, ax, _attack_label(attack_name), report / f"budget_{attack_name}.png"))
     return paths
 
 
@@ -299,16 +311,7 @@ def pareto_plots(report: Path, pooled: dict) -> list[Path]:
                         color=colours.get(m["method"], "gray"), capsize=2, ms=5)
             ax.annotate(name, (x.value, y.value), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("prior preservation (1 - distance to base)")
-        ax.set_ylabel("defence success rate (95 % CI)")
-        ax.set_title(attack_name)
-        ax.set_ylim(-0.05, 1.05)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = report / f"pareto_{attack_name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save_dsr_plot(fig, ax, attack_name, report / f"pareto_{attack_name}.png"))
     return paths
 
 
