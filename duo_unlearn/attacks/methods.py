@@ -138,10 +138,8 @@ def _render(pipe, cfg: AttackConfig, prompts: list[str], detector, method: str, 
     and ``prompts`` only as labels."""
     all_prompts = [p for p in prompts for _ in range(cfg.images_per_prompt)]
     seeds = _seeds(cfg, len(all_prompts), offset=50_000)
-    if prompt_embeds is not None:
-        prompt_embeds = prompt_embeds.expand(len(all_prompts), -1, -1)
-    images = generate(pipe, all_prompts, seeds, cfg.num_inference_steps, cfg.guidance_scale,
-                      prompt_embeds=prompt_embeds)
+    embeds = {} if prompt_embeds is None else {"prompt_embeds": prompt_embeds.expand(len(all_prompts), -1, -1)}
+    images = generate(pipe, all_prompts, seeds, cfg.num_inference_steps, cfg.guidance_scale, **embeds)
     return AttackResult(method, all_prompts, images, np.asarray(detector.scores(images)), detector.threshold,
                         seeds, extra)
 
