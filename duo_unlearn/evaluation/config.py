@@ -146,6 +146,13 @@ class EvalConfig:
         """The effort spent on ``attack`` (0 means the attack's own default)."""
         return self.attack_budgets.get(attack, self.attack_budget)
 
+    def resolved_budget(self, attack: str) -> int:
+        """The effort actually spent on ``attack``: ``budget_of`` or, for 0, the attack's own default.
+        The protocol records this number, so a changed default changes the protocol's hash."""
+        from duo_unlearn.attacks.methods import DEFAULT_BUDGETS
+
+        return self.budget_of(attack) or DEFAULT_BUDGETS.get(attack, 0)
+
     def resolved_inference_steps(self) -> int:
         if self.num_inference_steps is not None:
             return self.num_inference_steps

@@ -31,7 +31,6 @@ def method_of(name: str) -> str:
 
 
 def model_protocol(cfg, detector, captions: list[str], task) -> Protocol:
-    from duo_unlearn.attacks.methods import DEFAULT_BUDGETS
 
     return Protocol(
         name="real-model",
@@ -50,7 +49,7 @@ def model_protocol(cfg, detector, captions: list[str], task) -> Protocol:
                                        "seed; bootstrap over captions",
                  "clip_score": f"{cfg.clip_model}: 100 * max(cos, 0), mean over captions; bootstrap",
                  "fid_clip": f"Frechet distance on {cfg.clip_model} image embeddings vs {cfg.reference_images_dir}"},
-        attacks={a: {"budget": cfg.budget_of(a) or DEFAULT_BUDGETS.get(a, 0), "prompts": cfg.num_attack_prompts,
+        attacks={a: {"budget": cfg.resolved_budget(a), "prompts": cfg.num_attack_prompts,
                      "images_per_prompt": cfg.images_per_prompt} for a in cfg.attacks},
     )
 

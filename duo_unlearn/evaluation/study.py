@@ -42,7 +42,6 @@ def model_specs(cfg) -> list[dict]:
 
 def study_protocol(cfg) -> Protocol:
     """What defines the study's numbers (see ``Protocol``)."""
-    from duo_unlearn.attacks.methods import DEFAULT_BUDGETS
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.evaluation.config import DIAGNOSTIC_ATTACKS
     from duo_unlearn.world.model import PIPELINE_DIR
@@ -72,7 +71,7 @@ def study_protocol(cfg) -> Protocol:
                                   "over generated images; seeds pooled by a t interval over seed means",
             "dsr/paraphrase": "1 - concept rate of the held-out metric group (a control, no search)",
         },
-        attacks={a: {"budget": cfg.budget_of(a) or DEFAULT_BUDGETS.get(a, 0),
+        attacks={a: {"budget": cfg.resolved_budget(a),
                      "prompts": cfg.num_eval_prompts if a == "paraphrase" else cfg.num_attack_prompts,
                      "images_per_prompt": 1 if a == "paraphrase" else cfg.images_per_prompt,
                      **({"diagnostic": True} if a in DIAGNOSTIC_ATTACKS else {})}
