@@ -67,6 +67,10 @@ class DUOConfig:
     """Robust DUO: one adversarial conditioning per pair (each moved when its pair is drawn), instead
     of one shared by all: many conditionings, each reproducing its own unsafe image, cover more of
     the ways the concept can be asked for."""
+    adversary_init: Literal["empty", "unsafe_prompt"] = "empty"
+    """Where the adversarial conditioning starts: the empty prompt's encoding, or (with
+    ``adversary_per_pair``) each pair's unsafe prompt's, the sentence-shaped region with the
+    concept named where the text attacks and the inversions' ``<concept>`` prompts search."""
     adversarial_steps: int = 2
     """Descent steps on the adversarial conditioning per training step (each one forward and
     backward of the denoiser on the unsafe half of the batch)."""
@@ -195,6 +199,9 @@ class DUOConfig:
         if self.adversarial_lr <= 0 or self.adversarial_weight < 0 or self.prompt_preference_weight < 0:
             raise ValueError("DUOConfig.adversarial_lr must be positive, adversarial_weight and "
                              "prompt_preference_weight >= 0")
+        if self.adversary_init == "unsafe_prompt" and not self.adversary_per_pair:
+            raise ValueError("DUOConfig.adversary_init='unsafe_prompt' needs adversary_per_pair: true "
+                             "(each pair's adversary starts at its own prompt)")
         if self.preservation_weight is not None and self.preservation_weight < 0:
             raise ValueError("DUOConfig.preservation_weight must be >= 0")
 

@@ -89,10 +89,13 @@ class UnlearningTrainer:
         if cfg.method == "duo":
             self._cache_pairs()
         self.adversarial_embeds = None
-        if cfg.method == "duo" and cfg.adversarial_conditioning:  # starts at the empty prompt's conditioning
+        if cfg.method == "duo" and cfg.adversarial_conditioning:
             rows = len(self.dataset) if cfg.adversary_per_pair else 1
-            start = self.null_cond.hidden_states[:1].detach().float()
-            self.adversarial_embeds = torch.nn.Parameter(start.repeat(rows, 1, 1).clone())
+            if cfg.adversary_init == "unsafe_prompt":
+                start = self.family.encode_prompts(self.dataset.unsafe_prompts).hidden_states.detach().float()
+            else:
+                start = self.null_cond.hidden_states[:1].detach().float().repeat(rows, 1, 1)
+            self.adversarial_embeds = torch.nn.Parameter(start.to(acc.device).clone())
             self.adversarial_optimizer = torch.optim.Adam([self.adversarial_embeds], lr=cfg.adversarial_lr)
         else:
             self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)

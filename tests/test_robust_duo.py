@@ -107,3 +107,19 @@ def test_per_pair_adversary_moves_only_the_drawn_pairs_conditionings(tmp_path):
     moved = [i for i in range(len(before)) if not torch.equal(before[i], table.detach()[i])]
     assert moved == [1, 3]
     assert torch.equal(cond.hidden_states, table.detach()[index])
+
+
+def test_adversaries_can_start_at_each_pairs_unsafe_prompt(tmp_path):
+    from duo_unlearn.pairs import PairDataset
+
+    data = random_pair_dataset()
+    prompts = ["a red circle with a black x", "a blue square, an x on it", "x", "a green triangle crossed out"]
+    data = PairDataset(data.unsafe, data.safe, prompts, ["safe"] * 4, data.records)
+    cfg = _config(tmp_path, adversary_per_pair=True, adversary_init="unsafe_prompt")
+    trainer = UnlearningTrainer(cfg, pipe=tiny_sd_pipeline(), dataset=data)
+    start = trainer.adversarial_embeds.detach().clone()
+    assert torch.equal(start, trainer.family.encode_prompts(prompts).hidden_states.float())
+    assert not torch.equal(start[0], start[1])
+    assert not torch.equal(start[0], trainer.null_cond.hidden_states[0])
+    trainer.step()  # descends from there
+    assert not torch.equal(start, trainer.adversarial_embeds.detach())

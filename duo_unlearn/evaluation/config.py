@@ -17,6 +17,7 @@ plots with error bars, grids).
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices
 
@@ -40,6 +41,8 @@ class EvalConfig:
     """Also train robust DUO (``DUOConfig.adversarial_conditioning``) at each of these β."""
     adversary_per_pair: bool = True
     """Robust DUO: one adversarial conditioning per pair (see DUOConfig)."""
+    adversary_init: Literal["empty", "unsafe_prompt"] = "empty"
+    """Robust DUO: where each adversary starts, 'empty' or 'unsafe_prompt' (see DUOConfig)."""
     adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0
