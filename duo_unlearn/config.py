@@ -78,6 +78,10 @@ class DUOConfig:
     """Adam learning rate of the adversarial conditioning."""
     adversarial_weight: float = 1.0
     """Weight of the preference term under the adversarial conditioning."""
+    adversarial_beta: float | None = None
+    """β of the preference under the adversarial conditioning (None: ``beta``). The preference
+    saturates once the gap passes about 1/β; a smaller β keeps pushing the unsafe images' error
+    up under the adversary after the larger β would have stopped."""
     prompt_preference_weight: float = 1.0
     """Weight of the preference term under the empty (or pair) prompt. With adversarial
     conditioning it may be 0: the preference then acts only where the model draws the concept,
@@ -199,6 +203,8 @@ class DUOConfig:
         if self.adversarial_lr <= 0 or self.adversarial_weight < 0 or self.prompt_preference_weight < 0:
             raise ValueError("DUOConfig.adversarial_lr must be positive, adversarial_weight and "
                              "prompt_preference_weight >= 0")
+        if self.adversarial_beta is not None and self.adversarial_beta <= 0:
+            raise ValueError(f"DUOConfig.adversarial_beta must be positive (or null: beta), got {self.adversarial_beta}")
         if self.adversary_init == "unsafe_prompt" and not self.adversary_per_pair:
             raise ValueError("DUOConfig.adversary_init='unsafe_prompt' needs adversary_per_pair: true "
                              "(each pair's adversary starts at its own prompt)")

@@ -244,20 +244,21 @@ class UnlearningTrainer:
         with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
             ref = fam.predict(self.model, x_t.to(dtype), t, cond).float()
 
-        def preference(u: slice, s: slice):
+        def preference(u: slice, s: slice, beta: float):
             mp_u, target_u = fam.loss_space(pred[u], x_t[u], x0_unsafe, noise, t_unsafe)
             mp_s, target_s = fam.loss_space(pred[s], x_t[s], x0_safe, noise, t_safe)
             rp_u, _ = fam.loss_space(ref[u], x_t[u], x0_unsafe, noise, t_unsafe)
             rp_s, _ = fam.loss_space(ref[s], x_t[s], x0_safe, noise, t_safe)
-            return duo_loss_terms(mp_u, rp_u, mp_s, rp_s, target_u, target_s, cfg.beta)
+            return duo_loss_terms(mp_u, rp_u, mp_s, rp_s, target_u, target_s, beta)
 
-        terms = preference(slice(0, n), slice(n, 2 * n))
+        terms = preference(slice(0, n), slice(n, 2 * n), cfg.beta)
         reg = slice(2 * n, 3 * n)
         preservation = output_preservation_loss(pred[reg], ref[reg]) if weight > 0 else pred.new_zeros(())
         loss = cfg.prompt_preference_weight * terms.loss + weight * preservation
         if self.adversarial_embeds is not None:
             first = 3 * n if weight > 0 else 2 * n
-            adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n))
+            adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n),
+                                   cfg.adversarial_beta or cfg.beta)
             loss = loss + cfg.adversarial_weight * adv_terms.loss
             logs.update({"adversarial_duo_loss": adv_terms.loss.item(),
                          "adversarial_implicit_acc": adv_terms.implicit_accuracy.item()})

@@ -1,6 +1,7 @@
 """Robust DUO (``adversarial_conditioning``): the step's loss is its formula, the adversary
 finds conditionings that reproduce the unsafe images better, and a resumed run is exact."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
@@ -26,8 +27,9 @@ def _mse(a, b):
     return (a.double() - b.double()).pow(2).flatten(1).mean(1)
 
 
-def test_robust_step_loss_equals_its_formula(tmp_path):
-    trainer = _trainer(_config(tmp_path))
+@pytest.mark.parametrize("adversarial_beta", [None, 20.0])
+def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
+    trainer = _trainer(_config(tmp_path, adversarial_beta=adversarial_beta))
     trainer.step()  # move the LoRA off zero so policy and reference differ
     calls, draws = [], []
     predict, randn = trainer.family.predict, trainer._randn
@@ -56,13 +58,13 @@ def test_robust_step_loss_equals_its_formula(tmp_path):
     assert all(torch.equal(cond[i], adversary) for i in range(3 * n, 5 * n))
     assert not torch.equal(adversary, null)
 
-    def preference(p_u, r_u, p_s, r_s):
+    def preference(p_u, r_u, p_s, r_s, beta):
         diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
-        return -F.logsigmoid(-cfg.beta * diff).mean()
+        return -F.logsigmoid(-beta * diff).mean()
 
     u, s, a_u, a_s = slice(0, n), slice(n, 2 * n), slice(3 * n, 4 * n), slice(4 * n, 5 * n)
-    adversarial = preference(pred[a_u], ref[a_u], pred[a_s], ref[a_s])
-    expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s])
+    adversarial = preference(pred[a_u], ref[a_u], pred[a_s], ref[a_s], adversarial_beta or cfg.beta)
+    expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s], cfg.beta)
                 + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
                 + cfg.adversarial_weight * adversarial)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)

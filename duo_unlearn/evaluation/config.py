@@ -47,6 +47,8 @@ class EvalConfig:
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0
     """Robust DUO: weight of the preference under the adversarial conditioning."""
+    adversarial_beta: float | None = None
+    """Robust DUO: β of that preference (None: the model's β; see DUOConfig)."""
     robust_prompt_preference_weight: float = 0.0
     """Robust DUO: weight of the preference under the empty (or pair) prompt (see DUOConfig)."""
     baselines: tuple[str, ...] = ("esd", "uce")
@@ -141,6 +143,8 @@ class EvalConfig:
         unknown = sorted((set(self.attacks) | set(self.attack_budgets)) - set(ATTACK_NAMES))
         if unknown:
             raise ValueError(f"EvalConfig.attacks: unknown {unknown}; choose from {list(ATTACK_NAMES)}")
+        if self.adversarial_beta is not None and self.adversarial_beta <= 0:
+            raise ValueError(f"EvalConfig.adversarial_beta must be positive (or null), got {self.adversarial_beta}")
         for name in ("num_attack_prompts", "images_per_prompt", "num_eval_prompts"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")

@@ -265,8 +265,11 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                             adversary_per_pair=cfg.adversary_per_pair,
                             adversarial_weight=cfg.adversarial_weight,
                             prompt_preference_weight=cfg.robust_prompt_preference_weight)
-            if cfg.adversary_init != "empty":  # only when asked: the models trained before it stay reusable
+            # only when asked: the models trained before these options stay reusable
+            if cfg.adversary_init != "empty":
                 settings["adversary_init"] = cfg.adversary_init
+            if cfg.adversarial_beta is not None:
+                settings["adversarial_beta"] = cfg.adversarial_beta
     elif spec["method"] == "esd":
         settings = dict(method="esd", esd_concept_prompt="a shape with a black x over it", esd_eta=1.0,
                         esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8, max_train_steps=cfg.esd_steps,
