@@ -31,7 +31,6 @@ def method_of(name: str) -> str:
 
 
 def model_protocol(cfg, detector, captions: list[str], task) -> Protocol:
-
     return Protocol(
         name="real-model",
         model={"id": str(cfg.pretrained_model)},

@@ -1,0 +1,76 @@
+"""What was tried to make robust DUO hold against the white-box attacks (README, "Robustness study").
+
+    OMP_NUM_THREADS=1 duo eval --config configs/eval_robustness.yaml --run-seeds 1
+    OMP_NUM_THREADS=1 duo eval --config configs/eval_robustness_<variant>.yaml --run-seeds 1   # each variant
+    python benchmarks/robust_frontier.py [--seed 1]
+
+Each variant config trains robust DUO on the study's pairs of one seed (the same pairs, prompts and
+attack seeds: a paired comparison) with one setting changed, and measures it under the two attacks
+the study's robust DUO fails. This script puts the robust model of every finished config in one
+table (rates with their n and Wilson interval, preservation with its bootstrap interval), writes
+it to docs/robustness/frontier.md and copies each config's results to docs/robustness/variants/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+VARIANTS = {
+    "configs/eval_robustness.yaml": "the study's robust DUO (4 adversary steps, adversarial β 500, weight 2)",
+    "configs/eval_robustness_strong_adversary.yaml": "16 adversary steps per training step",
+    "configs/eval_robustness_prompt_adversary.yaml": "adversaries start at their pair's unsafe prompt",
+    "configs/eval_robustness_mid_adversarial_beta.yaml": "adversarial β 150, weight 6.67",
+    "configs/eval_robustness_low_adversarial_beta.yaml": "adversarial β 50, weight 20",
+}
+COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
+           ("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
+           ("dsr/paraphrase", "DSR paraphrase", ".2f"), ("dsr/concept-inversion", "DSR Concept Inversion", ".2f"),
+           ("dsr/adaptive-inversion", "DSR adaptive inversion", ".2f")]
+MODEL = "duo-b500-robust"
+
+
+def frontier_rows(seed: int) -> tuple[list[list[str]], dict[str, Path]]:
+    """The table's rows (header first) and, per config, its seed's results file."""
+    from duo_unlearn.configs import load_config
+    from duo_unlearn.evaluation.config import EvalConfig
+    from duo_unlearn.evaluation.report import _fmt
+
+    rows = [["robust DUO variant (config)", "n attack images"] + [label for _, label, _ in COLUMNS]]
+    found = {}
+    for config, label in VARIANTS.items():
+        path = Path(load_config(EvalConfig, config).output_dir) / f"seed-{seed}" / "results.json"
+        if not path.is_file() or MODEL not in json.loads(path.read_text())["models"]:
+            print(f"{config}: no {MODEL} in {path} yet; run `duo eval --config {config} --run-seeds {seed}`")
+            continue
+        figures = json.loads(path.read_text())["models"][MODEL]["figures"]
+        n = figures.get("dsr/concept-inversion", {}).get("n", "n/a")
+        rows.append([f"{label} (`{Path(config).name}`)", str(n)] + [_fmt(figures.get(k), f) for k, _, f in COLUMNS])
+        found[config] = path
+    return rows, found
+
+
+def main() -> None:
+    from duo_unlearn.evaluation.report import _markdown
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", default="docs/robustness")
+    args = parser.parse_args()
+    rows, found = frontier_rows(args.seed)
+    out = Path(args.out)
+    (out / "variants").mkdir(parents=True, exist_ok=True)
+    for config, path in found.items():
+        shutil.copyfile(path, out / "variants" / f"{Path(config).stem}.seed-{args.seed}.json")
+    text = "\n".join([f"# Robust DUO against the white-box attacks: what was tried (seed {args.seed})", "",
+                      "Each row trains robust DUO on the same pairs with one change; the same prompts, seeds and "
+                      "attack seeds measure it. Rates: value [95 % Wilson interval]; preservation: bootstrap "
+                      "over 64 prompts. Made by `python benchmarks/robust_frontier.py`.", "", *_markdown(rows), ""])
+    (out / "frontier.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
