@@ -204,7 +204,8 @@ class DUOConfig:
             raise ValueError("DUOConfig.adversarial_lr must be positive, adversarial_weight and "
                              "prompt_preference_weight >= 0")
         if self.adversarial_beta is not None and self.adversarial_beta <= 0:
-            raise ValueError(f"DUOConfig.adversarial_beta must be positive (or null: beta), got {self.adversarial_beta}")
+            raise ValueError(f"DUOConfig.adversarial_beta must be positive (or null: beta), "
+                             f"got {self.adversarial_beta}")
         if self.adversary_init == "unsafe_prompt" and not self.adversary_per_pair:
             raise ValueError("DUOConfig.adversary_init='unsafe_prompt' needs adversary_per_pair: true "
                              "(each pair's adversary starts at its own prompt)")
