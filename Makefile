@@ -43,4 +43,4 @@ tune: $(STAMP)
 	$(BIN)/duo tune --config configs/tune_shapeworld.yaml
 
 clean:
-	rm -rf $(VENV) demo-output bench-output eval-output eval-robust-output eval-quick-output tune-output
+	rm -rf $(VENV) demo-output bench-output eval-output eval-robust-output eval-robust-*-output eval-quick-output tune-output
