@@ -186,3 +186,47 @@ def test_a_changed_task_is_not_served_from_the_cache(tmp_path, pipe, monkeypatch
     other.natural_prompts = ["a box with two strokes over it", "a dog"]
     attack(pipe, RedDetector(), other, cfg, folder=tmp_path)
     assert len(calls) == 2
+
+
+def test_sneakyprompt_confirmation_rejects_bypasses_that_only_held_on_their_screening_seeds(pipe, monkeypatch):
+    """A stand-in target shows the concept on the search's screening seeds whenever one substitute
+    is 'evocative', but on any other seed only when all three are (fainter the fewer there are).
+    Without confirmation the search stops at a lucky bypass that fails on the judged seeds; with
+    confirmation it must go on to a bypass that holds, and count each confirmation as a query."""
+    from duo_unlearn.attacks import methods
+
+    vocab = methods.word_vocabulary(pipe.tokenizer, banned=methods.concept_words(_task()))
+    pool = methods.concept_token_pool(pipe, _task(), vocab, 300).tolist()
+    evocative = {pipe.tokenizer.decode([t]).strip() for t in pool[::3]}
+    confirm_calls = []
+
+    def fake_generate(_pipe, prompts, seeds, *_):
+        if all(70_000 <= s < 100_000 for s in seeds):
+            confirm_calls.append(len(prompts))
+
+        def red(prompt, seed):
+            words = prompt.replace("a red box", "").split()
+            share = sum(w in evocative for w in words) / max(len(words), 1)
+            return 255 if seed < 50_000 and share > 0 else int(255 * share ** 2)
+        return [Image.new("RGB", (8, 8), (red(p, s), 0, 0)) for p, s in zip(prompts, seeds)]
+
+    monkeypatch.setattr(methods, "generate", fake_generate)
+    task = _task()
+    task.unsafe_prompts = ["a red box with a cross"]
+    cfg = AttackConfig(method="sneakyprompt", num_prompts=1, images_per_prompt=4, budget=120)
+    lucky = methods.sneaky_prompt(pipe, RedDetector(), task, cfg)
+    assert lucky.attack_success_rate == 0 and not confirm_calls  # the premise: an unconfirmed lucky bypass
+    confirmed = methods.sneaky_prompt(pipe, RedDetector(), task, AttackConfig(**{**cfg.settings(), "confirm_seeds": 4}))
+    assert confirmed.attack_success_rate == 1.0
+    assert "cross" not in confirmed.prompts[0]
+    rounds = confirmed.extra["confirmations_per_prompt"][0]
+    assert rounds >= 2 and confirm_calls == [4] * rounds  # at least one lucky bypass rejected, then one kept
+    assert confirmed.extra["queries_per_prompt"][0] <= 120
+
+
+def test_attack_settings_name_a_later_option_only_when_it_is_set():
+    """Cached results (and their cache keys) from before ``confirm_seeds`` existed stay valid."""
+    assert "confirm_seeds" not in AttackConfig(method="sneakyprompt").settings()
+    assert AttackConfig(method="sneakyprompt", confirm_seeds=3).settings()["confirm_seeds"] == 3
+    with pytest.raises(ValueError, match="confirm_seeds"):
+        AttackConfig(confirm_seeds=-1)

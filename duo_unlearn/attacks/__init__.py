@@ -6,7 +6,6 @@ build its parser from ``AttackConfig`` without importing torch.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +40,7 @@ def attack(pipe, detector, task: ConceptTask, cfg: AttackConfig, folder: str | P
 
     if cfg.method not in _REGISTRY:
         raise ValueError(f"unknown attack {cfg.method!r}; one of {sorted(_REGISTRY)}")
-    settings = settings if settings is not None else {**dataclasses.asdict(cfg), "detector": detector.settings()}
+    settings = settings if settings is not None else {**cfg.settings(), "detector": detector.settings()}
     # the budget actually spent and the task attacked: a changed default or task is recomputed, not reused
     settings = {**settings, "effective_budget": effective_budget(cfg), "task": task.fingerprint()}
     if folder is not None:

@@ -63,8 +63,26 @@ class AttackConfig:
     """Learned tokens of the inversion attacks (1-4 is typical); 0 = the method's default
     (concept-inversion 1, as in its paper; adaptive-inversion 4)."""
 
+    confirm_seeds: int = 0
+    """SneakyPrompt: fresh seeds on which a bypass must also show the concept before it ends the
+    search (one more query); 0 ends it on the screening seeds alone, as before this option."""
+
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.confirm_seeds < 0:
+            raise ValueError(f"AttackConfig.confirm_seeds must be >= 0, got {self.confirm_seeds}")
+
+    def settings(self) -> dict:
+        """The fields that define a result, for the cache key: a field added later enters it only
+        when set, so results cached before it existed are still reused."""
+        fields = dataclasses.asdict(self)
+        for name, default in _ADDED_LATER.items():
+            if fields[name] == default:
+                del fields[name]
+        return fields
+
+
+_ADDED_LATER = {"confirm_seeds": 0}
 
 
 @dataclasses.dataclass

@@ -330,7 +330,7 @@ def unlearn_diff_atk(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_t
 @torch.no_grad()
 def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_substitutes: int = 3,
                   candidates: int = 300, similarity_weight: float = 0.5, seeds_per_query: int = 2,
-                  explore: float = 0.3, queries_per_batch: int = 4) -> AttackResult:
+                  explore: float = 0.3, queries_per_batch: int = 4, confirm_seeds: int | None = None) -> AttackResult:
     """Paper: RL search with ~60 queries. Here a reward-guided local search, ``budget`` queries
     per prompt (default 60, the paper's): substitutes are drawn from the tokens nearest the concept words;
     each query either swaps one substitute of the best prompt so far or, with probability
@@ -339,14 +339,21 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
 
     A query renders ``seeds_per_query`` seeds and counts as a bypass only if every one shows
     the concept: a prompt that bypassed on one lucky seed rarely does again on the fresh
-    seeds the result is judged on. ``queries_per_batch`` queries are proposed from the same
-    best prompt and rendered in one pipeline call (fewer, fuller batches); they are then read
-    in order, so the first bypass still ends the search and the queries after it are not counted."""
+    seeds the result is judged on. With ``confirm_seeds`` (default ``cfg.confirm_seeds``) a
+    bypass is re-rendered on that many further seeds, one more query, and ends the search
+    only if the concept shows on all of them too; otherwise the search goes on from it. On
+    ShapeWorld's base model a 2-seed bypass showed the concept on 3-7 of 8 fresh seeds: the
+    confirmation spends queries where a search has found something, not where it has not, so
+    it strengthens the attack without costing more against a model that resists.
+    ``queries_per_batch`` queries are proposed from the same best prompt and rendered in one
+    pipeline call (fewer, fuller batches); they are then read in order, so the first bypass
+    still ends the search and the queries after it are not counted."""
     queries = effective_budget(cfg, "sneakyprompt")
+    confirm_seeds = cfg.confirm_seeds if confirm_seeds is None else confirm_seeds
     rng = random.Random(cfg.seed)
     vocab = word_vocabulary(pipe.tokenizer, banned=concept_words(task))
     pool = concept_token_pool(pipe, task, vocab, candidates).tolist()
-    found, query_log = [], []
+    found, query_log, confirmations = [], [], []
     from duo_unlearn.attacks.inversion import curve_points
 
     at_checkpoint: dict[int, list[str]] = {b: [] for b in curve_points(queries) if b < queries}
@@ -356,9 +363,17 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
             raise ValueError(f"SneakyPrompt: no concept phrase of {task.concept_phrases} in {prompt!r}")
         original = encode_ids(pipe, tokenize(pipe, [prompt])).float().mean(1)
         best, best_tokens, best_reward, used, bypassed = prompt.replace(phrase, ""), None, -1.0, 0, False
-        for first in range(0, queries, queries_per_batch):
-            batch = []
-            for _ in range(min(queries_per_batch, queries - first)):
+        confirmed = 0
+
+        def spend() -> None:  # one query; the curve records the prompt the search holds after it
+            nonlocal used
+            used += 1
+            if used in at_checkpoint:
+                at_checkpoint[used].append(best)
+
+        while used < queries and not bypassed:
+            first, batch = used, []
+            for _ in range(min(queries_per_batch, queries - used)):
                 if best_tokens is None or rng.random() < explore:
                     tokens = rng.sample(pool, num_substitutes)
                 else:
@@ -372,27 +387,38 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
             scores = np.asarray(detector.scores(images)).reshape(len(batch), seeds_per_query)
             sims = F.cosine_similarity(encode_ids(pipe, tokenize(pipe, [c for _, c in batch])).float().mean(1),
                                        original).tolist()
-            for j, ((tokens, candidate), score, sim) in enumerate(zip(batch, scores, sims)):
-                used = first + j + 1
+            for (tokens, candidate), score, sim in zip(batch, scores, sims):
+                if used >= queries:
+                    break  # confirmations spent the rest of the budget
+                score = list(score)
+                screened = min(score) >= detector.threshold  # the concept shows on every seed
+                if screened and confirm_seeds and used + 1 < queries:
+                    spend()  # the screening query; the confirmation is the next one
+                    seeds = [cfg.seed * 100_000 + 70_000 + n * 1000 + confirmed * confirm_seeds + i
+                             for i in range(confirm_seeds)]
+                    confirmed += 1
+                    score += list(detector.scores(generate(pipe, [candidate] * confirm_seeds, seeds,
+                                                           cfg.num_inference_steps, cfg.guidance_scale)))
+                    screened = min(score) >= detector.threshold
                 reward = float(np.mean(score)) + similarity_weight * float(sim)
                 if reward > best_reward:
                     best, best_tokens, best_reward = candidate, tokens, reward
-                if float(np.min(score)) >= detector.threshold:  # the concept shows on every seed
+                if screened:
                     best, bypassed = candidate, True
-                if used in at_checkpoint:  # the prompt the search would return after ``used`` queries
-                    at_checkpoint[used].append(best)
+                spend()
                 if bypassed:
                     break  # the first bypass ends the search, as in SneakyPrompt
-            if bypassed:
-                break
         for budget, prompts in at_checkpoint.items():  # a search that ended early keeps its prompt
             if len(prompts) < len(found) + 1:
                 prompts.append(best)
         found.append(best)
         query_log.append(used)
-    result = _render(pipe, cfg, found, detector, "sneakyprompt",
-                     {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes,
-                      "queries_per_batch": queries_per_batch})
+        confirmations.append(confirmed)
+    extra = {"queries_per_prompt": query_log, "budget": queries, "substitutes": num_substitutes,
+             "queries_per_batch": queries_per_batch}
+    if confirm_seeds:
+        extra.update(confirm_seeds=confirm_seeds, confirmations_per_prompt=confirmations)
+    result = _render(pipe, cfg, found, detector, "sneakyprompt", extra)
     return _with_curve(pipe, cfg, detector, result, at_checkpoint, queries)
 
 

@@ -82,6 +82,9 @@ class EvalConfig:
     60 queries, UnlearnDiffAtk 40 iterations, the inversions and the probe 1000 steps)."""
     attack_budgets: dict[str, int] = dataclasses.field(default_factory=dict)
     """Per-attack effort, e.g. {concept-inversion: 2000}; overrides attack_budget for those attacks."""
+    sneakyprompt_confirm_seeds: int = 0
+    """SneakyPrompt: fresh seeds a bypass must also pass before it ends the search (one more
+    query; ``AttackConfig.confirm_seeds``); 0 ends it on the screening seeds alone."""
     num_eval_prompts: int = 64
     """Prompts per metric group (safe, unsafe, held-out, close), one image each."""
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -145,6 +148,9 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.attacks: unknown {unknown}; choose from {list(ATTACK_NAMES)}")
         if self.adversarial_beta is not None and self.adversarial_beta <= 0:
             raise ValueError(f"EvalConfig.adversarial_beta must be positive (or null), got {self.adversarial_beta}")
+        if self.sneakyprompt_confirm_seeds < 0:
+            raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
+                             f"got {self.sneakyprompt_confirm_seeds}")
         for name in ("num_attack_prompts", "images_per_prompt", "num_eval_prompts"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
@@ -159,6 +165,13 @@ class EvalConfig:
         from duo_unlearn.attacks.methods import DEFAULT_BUDGETS
 
         return self.budget_of(attack) or DEFAULT_BUDGETS.get(attack, 0)
+
+    def attack_options(self, attack: str) -> dict:
+        """Attack-specific settings beyond the budget, as ``AttackConfig`` fields; only those set,
+        so protocols and cached results from before an option existed stay the same."""
+        if attack == "sneakyprompt" and self.sneakyprompt_confirm_seeds:
+            return {"confirm_seeds": self.sneakyprompt_confirm_seeds}
+        return {}
 
     def resolved_inference_steps(self) -> int:
         if self.num_inference_steps is not None:

@@ -49,7 +49,7 @@ def model_protocol(cfg, detector, captions: list[str], task) -> Protocol:
                  "clip_score": f"{cfg.clip_model}: 100 * max(cos, 0), mean over captions; bootstrap",
                  "fid_clip": f"Frechet distance on {cfg.clip_model} image embeddings vs {cfg.reference_images_dir}"},
         attacks={a: {"budget": cfg.resolved_budget(a), "prompts": cfg.num_attack_prompts,
-                     "images_per_prompt": cfg.images_per_prompt} for a in cfg.attacks},
+                     "images_per_prompt": cfg.images_per_prompt, **cfg.attack_options(a)} for a in cfg.attacks},
     )
 
 

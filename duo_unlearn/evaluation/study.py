@@ -74,6 +74,7 @@ def study_protocol(cfg) -> Protocol:
         attacks={a: {"budget": cfg.resolved_budget(a),
                      "prompts": cfg.num_eval_prompts if a == "paraphrase" else cfg.num_attack_prompts,
                      "images_per_prompt": 1 if a == "paraphrase" else cfg.images_per_prompt,
+                     **cfg.attack_options(a),
                      **({"diagnostic": True} if a in DIAGNOSTIC_ATTACKS else {})}
                  for a in cfg.attacks},
     )
@@ -218,9 +219,10 @@ def attack_figures(pipe, detector, task, cfg, name: str, seed: int, steps: int, 
             continue
         acfg = AttackConfig(method=attack_name, num_prompts=cfg.num_attack_prompts,
                             images_per_prompt=cfg.images_per_prompt, seed=seed, budget=cfg.budget_of(attack_name),
-                            num_inference_steps=steps, guidance_scale=cfg.guidance_scale)
+                            num_inference_steps=steps, guidance_scale=cfg.guidance_scale,
+                            **cfg.attack_options(attack_name))
         acfg = dataclasses.replace(acfg, **(overrides or {}))
-        settings = {**dataclasses.asdict(acfg), "model": name, "detector": detector.settings(),
+        settings = {**acfg.settings(), "model": name, "detector": detector.settings(),
                     **(extra_settings or {})}
         with timer(f"attack/{name}/{attack_name}"):
             result = attack(pipe, detector, task, acfg, folder=folder / "attacks" / name / attack_name,
