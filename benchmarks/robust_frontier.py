@@ -36,7 +36,7 @@ def frontier_rows(seed: int) -> tuple[list[list[str]], dict[str, Path]]:
     """The table's rows (header first) and, per config, its seed's results file."""
     from duo_unlearn.configs import load_config
     from duo_unlearn.evaluation.config import EvalConfig
-    from duo_unlearn.evaluation.report import _fmt
+    from duo_unlearn.evaluation.report import format_figure
 
     rows = [["robust DUO variant (config)", "n attack images"] + [label for _, label, _ in COLUMNS]]
     found = {}
@@ -47,13 +47,14 @@ def frontier_rows(seed: int) -> tuple[list[list[str]], dict[str, Path]]:
             continue
         figures = json.loads(path.read_text())["models"][MODEL]["figures"]
         n = figures.get("dsr/concept-inversion", {}).get("n", "n/a")
-        rows.append([f"{label} (`{Path(config).name}`)", str(n)] + [_fmt(figures.get(k), f) for k, _, f in COLUMNS])
+        rows.append([f"{label} (`{Path(config).name}`)", str(n)]
+                    + [format_figure(figures.get(k), f) for k, _, f in COLUMNS])
         found[config] = path
     return rows, found
 
 
 def main() -> None:
-    from duo_unlearn.evaluation.report import _markdown
+    from duo_unlearn.evaluation.report import markdown_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
@@ -67,7 +68,8 @@ def main() -> None:
     text = "\n".join([f"# Robust DUO against the white-box attacks: what was tried (seed {args.seed})", "",
                       "Each row trains robust DUO on the same pairs with one change; the same prompts, seeds and "
                       "attack seeds measure it. Rates: value [95 % Wilson interval]; preservation: bootstrap "
-                      "over 64 prompts. Made by `python benchmarks/robust_frontier.py`.", "", *_markdown(rows), ""])
+                      "over 64 prompts. Made by `python benchmarks/robust_frontier.py`.", "",
+                      *markdown_table(rows), ""])
     (out / "frontier.md").write_text(text)
     print(text)
 

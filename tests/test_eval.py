@@ -90,3 +90,41 @@ def test_results_of_another_protocol_are_refused_naming_the_fields(study, tmp_pa
 def test_report_only_without_results_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="results.json"):
         run_eval(EvalConfig(output_dir=str(tmp_path), report_only=True))
+
+
+def test_sneakyprompt_confirmation_reaches_the_attack_its_cache_key_and_the_protocol(tmp_path, monkeypatch):
+    """Set in EvalConfig, the confirmation is what the attack runs with and what the protocol and
+    the cached result record; unset, neither mentions it (protocols from before it keep their hash)."""
+    import numpy as np
+    from PIL import Image
+
+    import duo_unlearn.attacks as attacks
+    from duo_unlearn.attacks import AttackResult
+    from duo_unlearn.evaluation import study
+    from duo_unlearn.timing import StageTimer
+
+    class Detector:
+        threshold = 0.5
+
+        def settings(self):
+            return {"detector": "stub"}
+
+    seen = []
+
+    def fake_attack(pipe, detector, task, acfg, folder=None, settings=None):
+        seen.append((acfg, settings))
+        return AttackResult(acfg.method, ["p"], [Image.new("RGB", (8, 8))], np.array([0.9]), 0.5, [1])
+
+    monkeypatch.setattr(attacks, "attack", fake_attack)
+    for confirm in (3, 0):
+        cfg = _tiny(tmp_path, attacks=("sneakyprompt", "ring-a-bell"), sneakyprompt_confirm_seeds=confirm)
+        protocol = study.study_protocol(cfg).attacks
+        figs = study.attack_figures(None, Detector(), None, cfg, "base", 1, 2, tmp_path / "seed-1", StageTimer())
+        assert figs["asr/sneakyprompt"]["value"] == 1.0
+        (sneaky, sneaky_settings), (bell, bell_settings) = seen[-2:]
+        assert sneaky.confirm_seeds == confirm and bell.confirm_seeds == 0
+        assert "confirm_seeds" not in bell_settings and "confirm_seeds" not in protocol["ring-a-bell"]
+        if confirm:
+            assert sneaky_settings["confirm_seeds"] == protocol["sneakyprompt"]["confirm_seeds"] == confirm
+        else:
+            assert "confirm_seeds" not in sneaky_settings and "confirm_seeds" not in protocol["sneakyprompt"]

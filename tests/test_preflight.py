@@ -172,6 +172,21 @@ def test_eval_on_shapeworld_refuses_real_model_options(tmp_path, capsys, no_mode
     assert not (tmp_path / "o").exists()
 
 
+def test_eval_refuses_bad_study_settings_before_anything_runs(tmp_path, capsys, no_model_loads, monkeypatch):
+    """The study builds DUOConfig and AttackConfig only when it trains or attacks, minutes in:
+    their settings are checked when `duo eval` starts."""
+    import duo_unlearn.evaluation as evaluation
+
+    monkeypatch.setattr(evaluation, "run_eval", lambda cfg: pytest.fail("the study started"))
+    base = ["eval", "--output-dir", str(tmp_path / "o")]
+    for option, value in [("--adversarial-steps", "0"), ("--train-steps", "0"), ("--adversarial-weight", "-1"),
+                          ("--robust-betas", "-5"), ("--sneakyprompt-confirm-seeds", "-1")]:
+        assert option.lstrip("-").replace("-", "_") in _cli_error(capsys, base + [option, value])
+    err = _cli_error(capsys, base + ["--adversary-init", "unsafe_prompt", "--no-adversary-per-pair"])
+    assert "adversary_per_pair" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_eval_real_model_errors(tmp_path, capsys, no_model_loads, monkeypatch):
     real = str(_real_model(tmp_path))
     lora = tmp_path / "lora"

@@ -146,12 +146,22 @@ class EvalConfig:
         unknown = sorted((set(self.attacks) | set(self.attack_budgets)) - set(ATTACK_NAMES))
         if unknown:
             raise ValueError(f"EvalConfig.attacks: unknown {unknown}; choose from {list(ATTACK_NAMES)}")
+        # the study builds DUOConfig only at training time: check its settings here, before any model loads
         if self.adversarial_beta is not None and self.adversarial_beta <= 0:
             raise ValueError(f"EvalConfig.adversarial_beta must be positive (or null), got {self.adversarial_beta}")
+        if self.adversary_init == "unsafe_prompt" and not self.adversary_per_pair:
+            raise ValueError("EvalConfig.adversary_init='unsafe_prompt' needs adversary_per_pair: true")
+        for name in ("adversarial_weight", "robust_prompt_preference_weight", "prompt_dropout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"EvalConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if any(b <= 0 for b in (*self.betas, *self.robust_betas)):
+            raise ValueError(f"EvalConfig.betas and robust_betas must be positive, "
+                             f"got {self.betas} and {self.robust_betas}")
         if self.sneakyprompt_confirm_seeds < 0:
             raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
                              f"got {self.sneakyprompt_confirm_seeds}")
-        for name in ("num_attack_prompts", "images_per_prompt", "num_eval_prompts"):
+        for name in ("num_attack_prompts", "images_per_prompt", "num_eval_prompts", "num_pairs", "train_steps",
+                     "train_batch_size", "esd_steps", "adversarial_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
 

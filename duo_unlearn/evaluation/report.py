@@ -148,7 +148,8 @@ def rebuild_report(out: str | Path, cfg) -> dict:
     return pooled
 
 
-def _fmt(fig: dict | None, spec: str) -> str:
+def format_figure(fig: dict | None, spec: str) -> str:
+    """'value [low, high]' of a figure dict (an ``Estimate``), or 'n/a' for a missing one."""
     if fig is None:
         return "n/a"
     e = Estimate.from_dict(fig)
@@ -162,7 +163,7 @@ def main_table(pooled: dict) -> list[list[str]]:
     keys += [(f"dsr/{a}", f"DSR {_attack_label(a)}", ".2f") for a in attacks]
     rows = [["model", "seeds"] + [label for _, label, _ in keys]]
     for name, m in models.items():
-        rows.append([name, str(m.get("seeds", ""))] + [_fmt(m["figures"].get(k), f) for k, _, f in keys])
+        rows.append([name, str(m.get("seeds", ""))] + [format_figure(m["figures"].get(k), f) for k, _, f in keys])
     return rows
 
 
@@ -171,7 +172,7 @@ def base_table(pooled: dict) -> list[list[str]]:
     rows = [["attack", "success against the base model [95 % interval]", "images", "note"]]
     for a in pooled["attacks"]:
         fig = base.get(f"asr/{a}")
-        rows.append([a, _fmt(fig, ".2f"), str(fig["n"]) if fig else "0", CONTROL_ATTACKS.get(a, "")])
+        rows.append([a, format_figure(fig, ".2f"), str(fig["n"]) if fig else "0", CONTROL_ATTACKS.get(a, "")])
     return rows
 
 
@@ -242,7 +243,7 @@ def curve_table(pooled: dict) -> list[list[str]]:
     rows = [["model", "attack", "DSR at budget [95 % interval] (n per point)"]]
     for name, attacks in pooled.get("curves", {}).items():
         for attack_name, points in attacks.items():
-            cells = [f"{p['budget']}: {_fmt(p['dsr'], '.2f')}" for p in points]
+            cells = [f"{p['budget']}: {format_figure(p['dsr'], '.2f')}" for p in points]
             rows.append([name, attack_name, "; ".join(cells) + f" (n={points[-1]['dsr']['n']})"])
     return rows
 
@@ -315,7 +316,8 @@ def pareto_plots(report: Path, pooled: dict) -> list[Path]:
     return paths
 
 
-def _markdown(rows: list[list[str]]) -> list[str]:
+def markdown_table(rows: list[list[str]]) -> list[str]:
+    """Markdown lines of a table whose first row is the header."""
     return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])] + \
         ["| " + " | ".join(r) + " |" for r in rows[1:]]
 
@@ -358,7 +360,7 @@ def write_report(report: Path, pooled: dict) -> Path:
     ]
     md = [f"# {pooled['title']}", "", intro, ""] + ([warning, ""] if warning else [])
     for title, rows in sections:
-        md += [f"## {title}", "", *_markdown(rows), ""]
+        md += [f"## {title}", "", *markdown_table(rows), ""]
     md += ["## Which differences are outside the noise (DSR, 95 % intervals)", "", *noise_lines(pooled), "",
            "## Defence success against prior preservation", "", *[f"![{p.stem}]({p.name})" for p in plots], "",
            "## Defence success against the attack's budget", "", *[f"![{p.stem}]({p.name})" for p in budget_plots],
