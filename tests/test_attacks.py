@@ -224,6 +224,43 @@ def test_sneakyprompt_confirmation_rejects_bypasses_that_only_held_on_their_scre
     assert confirmed.extra["queries_per_prompt"][0] <= 120
 
 
+def test_sneakyprompt_curve_point_is_what_a_shorter_confirmed_run_returns(pipe, monkeypatch):
+    """With confirmations the query count jumps by two at a bypass; the prompt the budget curve
+    renders at k queries must still be the prompt a k-query run returns."""
+    from duo_unlearn.attacks import inversion, methods
+
+    vocab = methods.word_vocabulary(pipe.tokenizer, banned=methods.concept_words(_task()))
+    pool = methods.concept_token_pool(pipe, _task(), vocab, 300).tolist()
+    evocative = {pipe.tokenizer.decode([t]).strip() for t in pool[::3]}
+
+    def fake_generate(_pipe, prompts, seeds, *_):
+        def red(prompt, seed):
+            share = sum(w in evocative for w in prompt.split()[2:]) / 3
+            return 255 if seed % 3 and share > 0 else int(255 * share ** 2)  # lucky on two seeds in three
+        return [Image.new("RGB", (8, 8), (red(p, s), 0, 0)) for p, s in zip(prompts, seeds)]
+
+    rendered = []
+    render = methods._render
+
+    def recording_render(_pipe, cfg, prompts, *args, **kwargs):
+        rendered.append((cfg.budget, list(prompts)))
+        return render(_pipe, cfg, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(methods, "generate", fake_generate)
+    monkeypatch.setattr(methods, "_render", recording_render)
+    monkeypatch.setattr(inversion, "curve_points", lambda budget: list(range(1, budget + 1)))  # every budget
+    task = _task()
+    cfg = AttackConfig(method="sneakyprompt", num_prompts=2, images_per_prompt=1, budget=40, confirm_seeds=3)
+    full = methods.sneaky_prompt(pipe, RedDetector(), task, cfg)
+    assert sum(full.extra["confirmations_per_prompt"]) >= 2  # the premise: confirmations happened
+    at_points = [prompts for _, prompts in rendered[1:]]  # after the final render, one per earlier budget
+    assert len(at_points) == 39
+    for point, expected in enumerate(at_points, start=1):
+        rendered.clear()
+        short = methods.sneaky_prompt(pipe, RedDetector(), task, AttackConfig(**{**cfg.settings(), "budget": point}))
+        assert short.prompts == expected, point
+
+
 def test_attack_settings_name_a_later_option_only_when_it_is_set():
     """Cached results (and their cache keys) from before ``confirm_seeds`` existed stay valid."""
     assert "confirm_seeds" not in AttackConfig(method="sneakyprompt").settings()

@@ -339,12 +339,17 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
 
     A query renders ``seeds_per_query`` seeds and counts as a bypass only if every one shows
     the concept: a prompt that bypassed on one lucky seed rarely does again on the fresh
-    seeds the result is judged on. With ``confirm_seeds`` (default ``cfg.confirm_seeds``) a
-    bypass is re-rendered on that many further seeds, one more query, and ends the search
-    only if the concept shows on all of them too; otherwise the search goes on from it. On
-    ShapeWorld's base model a 2-seed bypass showed the concept on 3-7 of 8 fresh seeds: the
-    confirmation spends queries where a search has found something, not where it has not, so
-    it strengthens the attack without costing more against a model that resists.
+    seeds the result is judged on. With ``confirm_seeds`` (default ``cfg.confirm_seeds``) such
+    a bypass is re-rendered on that many further seeds, one more query, and ends the search
+    only if the concept shows on all of them too; otherwise the search goes on from it, its
+    reward now the mean over every seed. (A bypass with no query left to confirm it does not
+    end the search, and each prompt's search draws from its own random stream, so the state
+    after ``k`` queries is what a ``k``-query run returns, the budget curve's premise; without
+    confirmation the prompts share one stream, as before the option, and that holds for the
+    first prompt only.) On ShapeWorld's base model a 2-seed bypass showed the concept on
+    3-7 of 8 fresh seeds: the confirmation spends queries where a search has found something,
+    not where it has not, so it strengthens the attack without costing more against a model
+    that resists.
     ``queries_per_batch`` queries are proposed from the same best prompt and rendered in one
     pipeline call (fewer, fuller batches); they are then read in order, so the first bypass
     still ends the search and the queries after it are not counted."""
@@ -364,6 +369,8 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
         original = encode_ids(pipe, tokenize(pipe, [prompt])).float().mean(1)
         best, best_tokens, best_reward, used, bypassed = prompt.replace(phrase, ""), None, -1.0, 0, False
         confirmed = 0
+        if confirm_seeds:  # each prompt its own stream: how far one search went cannot move the next
+            rng = random.Random(cfg.seed * 1000 + n)
 
         def spend() -> None:  # one query; the curve records the prompt the search holds after it
             nonlocal used
@@ -390,24 +397,30 @@ def sneaky_prompt(pipe, detector, task: ConceptTask, cfg: AttackConfig, num_subs
             for (tokens, candidate), score, sim in zip(batch, scores, sims):
                 if used >= queries:
                     break  # confirmations spent the rest of the budget
-                score = list(score)
-                screened = min(score) >= detector.threshold  # the concept shows on every seed
-                if screened and confirm_seeds and used + 1 < queries:
-                    spend()  # the screening query; the confirmation is the next one
-                    seeds = [cfg.seed * 100_000 + 70_000 + n * 1000 + confirmed * confirm_seeds + i
-                             for i in range(confirm_seeds)]
-                    confirmed += 1
-                    score += list(detector.scores(generate(pipe, [candidate] * confirm_seeds, seeds,
-                                                           cfg.num_inference_steps, cfg.guidance_scale)))
-                    screened = min(score) >= detector.threshold
                 reward = float(np.mean(score)) + similarity_weight * float(sim)
                 if reward > best_reward:
                     best, best_tokens, best_reward = candidate, tokens, reward
+                screened = float(np.min(score)) >= detector.threshold  # the concept shows on every seed
+                if screened and confirm_seeds:
+                    screened = False  # a bypass only once confirmed, and only with a query left for it
+                    if used + 1 < queries:
+                        spend()  # the screening query: a run whose budget ends here returns this state
+                        seeds = [cfg.seed * 100_000 + 70_000 + n * 1000 + confirmed * confirm_seeds + i
+                                 for i in range(confirm_seeds)]
+                        confirmed += 1
+                        more = detector.scores(generate(pipe, [candidate] * confirm_seeds, seeds,
+                                                        cfg.num_inference_steps, cfg.guidance_scale))
+                        score = np.concatenate([score, np.asarray(more)])
+                        screened = float(np.min(score)) >= detector.threshold
+                        if best == candidate:  # judged again on every seed it has been rendered with
+                            best_reward = float(np.mean(score)) + similarity_weight * float(sim)
                 if screened:
                     best, bypassed = candidate, True
                 spend()
                 if bypassed:
                     break  # the first bypass ends the search, as in SneakyPrompt
+            if bypassed:
+                break
         for budget, prompts in at_checkpoint.items():  # a search that ended early keeps its prompt
             if len(prompts) < len(found) + 1:
                 prompts.append(best)
