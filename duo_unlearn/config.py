@@ -82,6 +82,13 @@ class DUOConfig:
     """β of the preference under the adversarial conditioning (None: ``beta``). The preference
     saturates once the gap passes about 1/β; a smaller β keeps pushing the unsafe images' error
     up under the adversary after the larger β would have stopped."""
+    adversarial_objective: Literal["preference", "negative_guidance"] = "preference"
+    """What robust DUO asks of the model under the adversarial conditioning: 'preference', DUO's
+    (prefer the safe twin to the unsafe image); or 'negative_guidance', an absolute target that
+    cannot saturate: on the noised unsafe image, the reference's unconditional prediction pushed
+    away from what the adversary makes it predict, ε_ref(x, ∅) − η·(ε_ref(x, c_adv) − ε_ref(x, ∅))
+    with η = ``esd_eta`` (ESD's target, as AdvUnlearn applies it, here on the unsafe images
+    instead of a concept prompt's samples), weighted by ``adversarial_weight``."""
     prompt_preference_weight: float = 1.0
     """Weight of the preference term under the empty (or pair) prompt. With adversarial
     conditioning it may be 0: the preference then acts only where the model draws the concept,

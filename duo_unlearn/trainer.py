@@ -213,8 +213,10 @@ class UnlearningTrainer:
 
         One batched policy call and one reference call over the rows (unsafe, safe) under the
         empty or pair prompt, pure noise under the empty prompt (the regulariser) and, for robust
-        DUO, (unsafe, safe) again under the adversarial conditioning. The loss is
-        ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·duo(adversarial rows)``."""
+        DUO, (unsafe, safe) again under the adversarial conditioning (with the 'negative_guidance'
+        objective, only the unsafe rows, and the reference's unconditional prediction on them). The
+        loss is ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·
+        duo(adversarial rows)``, the last term ``esd_loss`` under 'negative_guidance'."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
         index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
@@ -232,12 +234,13 @@ class UnlearningTrainer:
             timesteps.append(torch.full((n,), fam.num_train_timesteps - 1, device=t_unsafe.device))
             conds.append(self.null_cond.select([0] * n))
         logs: dict[str, float] = {}
+        guided = cfg.adversarial_objective == "negative_guidance"
         if self.adversarial_embeds is not None:
             adversarial, logs["adversarial_mse"] = self._adversarial_conditioning(inputs[0], t_unsafe, x0_unsafe, noise,
                                                                                   index)
-            inputs += [inputs[0], inputs[1]]
-            timesteps += [t_unsafe, t_safe]
-            conds += [adversarial, adversarial]
+            inputs += [inputs[0]] if guided else [inputs[0], inputs[1]]
+            timesteps += [t_unsafe] if guided else [t_unsafe, t_safe]
+            conds += [adversarial] if guided else [adversarial, adversarial]
         x_t, t, cond = torch.cat(inputs), torch.cat(timesteps), Conditioning.cat(conds)
         dtype = next(self.model.parameters()).dtype
         pred = fam.predict(self.model, x_t.to(dtype), t, cond).float()
@@ -257,11 +260,20 @@ class UnlearningTrainer:
         loss = cfg.prompt_preference_weight * terms.loss + weight * preservation
         if self.adversarial_embeds is not None:
             first = 3 * n if weight > 0 else 2 * n
-            adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n),
-                                   cfg.adversarial_beta or cfg.beta)
-            loss = loss + cfg.adversarial_weight * adv_terms.loss
-            logs.update({"adversarial_duo_loss": adv_terms.loss.item(),
-                         "adversarial_implicit_acc": adv_terms.implicit_accuracy.item()})
+            if guided:  # the reference's unconditional prediction on the same noised unsafe images
+                adv = slice(first, first + n)
+                with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
+                    ref_null = fam.predict(self.model, x_t[adv].to(dtype), t[adv],
+                                           self.null_cond.select([0] * n)).float()
+                adv_loss = esd_loss(pred[adv], ref_null, ref[adv], cfg.esd_eta)
+                loss = loss + cfg.adversarial_weight * adv_loss
+                logs["adversarial_guidance_loss"] = adv_loss.item()
+            else:
+                adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n),
+                                       cfg.adversarial_beta or cfg.beta)
+                loss = loss + cfg.adversarial_weight * adv_terms.loss
+                logs.update({"adversarial_duo_loss": adv_terms.loss.item(),
+                             "adversarial_implicit_acc": adv_terms.implicit_accuracy.item()})
         logs.update({
             "loss": loss.item(), "duo_loss": terms.loss.item(), "diff": terms.diff.mean().item(),
             "implicit_acc": terms.implicit_accuracy.item(), "preservation": preservation.item(),

@@ -72,6 +72,55 @@ def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
                                rtol=1e-5, atol=1e-7)
 
 
+def test_negative_guidance_step_loss_equals_its_formula(tmp_path):
+    """Under 'negative_guidance' the adversarial term is ESD's target on the noised unsafe images:
+    the reference's unconditional prediction pushed away from its prediction under the adversary."""
+    trainer = _trainer(_config(tmp_path, adversarial_objective="negative_guidance", esd_eta=1.5))
+    trainer.step()
+    calls, draws = [], []
+    predict, randn = trainer.family.predict, trainer._randn
+
+    def recording_predict(model, x_t, t, cond):
+        out = predict(model, x_t, t, cond)
+        calls.append((x_t.detach(), t, cond.hidden_states.detach(), out.detach()))
+        return out
+
+    def recording_randn(shape):
+        draws.append(randn(shape))
+        return draws[-1]
+
+    trainer.family.predict, trainer._randn = recording_predict, recording_randn
+    loss, logs = trainer.duo_step_loss()
+    cfg = trainer.config
+    n = cfg.train_batch_size
+    # inner steps, the policy and reference calls, the reference's unconditional call
+    assert len(calls) == cfg.adversarial_steps + 3
+    (x, t, cond, pred), (_, _, _, ref), (x_null, t_null, null_cond, ref_null) = calls[-3:]
+    noise = draws[2]
+    # rows: unsafe, safe (empty prompt) | pure noise (empty prompt) | unsafe (adversarial)
+    assert len(x) == 4 * n and torch.equal(x[3 * n:], x[:n]) and torch.equal(x_null, x[:n])
+    assert torch.equal(t_null, t[:n])
+    adversary = trainer.adversarial_embeds.detach()[0]
+    assert all(torch.equal(cond[i], adversary) for i in range(3 * n, 4 * n))
+    null = trainer.null_cond.hidden_states[0]
+    assert all(torch.equal(null_cond[i], null) for i in range(n))
+
+    def preference(p_u, r_u, p_s, r_s, beta):
+        diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
+        return -F.logsigmoid(-beta * diff).mean()
+
+    u, s, a = slice(0, n), slice(n, 2 * n), slice(3 * n, 4 * n)
+    target = ref_null.double() - cfg.esd_eta * (ref[a].double() - ref_null.double())
+    guidance = (pred[a].double() - target).pow(2).mean()
+    expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s], cfg.beta)
+                + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
+                + cfg.adversarial_weight * guidance)
+    assert guidance > 0 and not torch.allclose(ref[a], ref_null)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(logs["adversarial_guidance_loss"], dtype=torch.float64), guidance,
+                               rtol=1e-5, atol=1e-7)
+
+
 def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path):
     trainer = _trainer(_config(tmp_path, adversarial_steps=1, adversarial_lr=5e-2))
     g = torch.Generator().manual_seed(0)

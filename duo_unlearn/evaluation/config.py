@@ -49,6 +49,8 @@ class EvalConfig:
     """Robust DUO: weight of the preference under the adversarial conditioning."""
     adversarial_beta: float | None = None
     """Robust DUO: β of that preference (None: the model's β; see DUOConfig)."""
+    adversarial_objective: Literal["preference", "negative_guidance"] = "preference"
+    """Robust DUO: what it asks of the model under the adversarial conditioning (see DUOConfig)."""
     robust_prompt_preference_weight: float = 0.0
     """Robust DUO: weight of the preference under the empty (or pair) prompt (see DUOConfig)."""
     baselines: tuple[str, ...] = ("esd", "uce")
