@@ -45,3 +45,21 @@ def test_targets_table_names_what_each_model_misses():
     assert rows["good"][1:4] == ["yes", "yes", "yes"]
     # 125 / 144 = 0.87 < 0.9; the paraphrase control against the base model is not an attack to strengthen
     assert rows["weak"][1:3] == ["no: concept-inversion", "no"] and rows["weak"][4] == "none"
+
+
+def test_pool_puts_base_first_whatever_order_a_resumed_seed_wrote():
+    from duo_unlearn.evaluation.report import pool
+
+    def row(k):
+        return {"method": "duo", "figures": {"concept_rate/unsafe": wilson(k, 64).to_dict()}}
+
+    fresh = {"models": {"base": row(60), "duo": row(2), "esd": row(5)}}
+    resumed = {"models": {"duo": row(3), "esd": row(4), "base": row(61)}}
+    pooled = pool([resumed, fresh])
+    assert list(pooled) == ["base", "duo", "esd"]
+    curve = [{"budget": 50, "n": 48, "successes": 1}]
+    for r in (fresh, resumed):
+        for m in r["models"].values():
+            m["curves"] = {"concept-inversion": curve}
+    assert list(pool_curves([resumed, fresh])) == ["base", "duo", "esd"]
+    assert pooled["base"]["figures"]["concept_rate/unsafe"]["value"] == pytest.approx(121 / 128)

@@ -33,13 +33,18 @@ def load_seed_results(out: Path, seeds=None) -> dict[str, dict]:
     return {str(p): json.loads(p.read_text()) for p in found}
 
 
+def model_order(seed_results: list[dict]) -> list[str]:
+    """Base first, the rest in the order they were run: a resumed seed writes its models in the
+    order they finished, which must not reorder the report's tables or recolour its plots."""
+    return sorted(dict.fromkeys(n for r in seed_results for n in r["models"]), key=lambda n: n != "base")
+
+
 def pool(seed_results: list[dict]) -> dict[str, dict]:
     """Per model and figure: rates pooled by summing counts (Wilson), preservation by the
     bootstrap over every prompt of every seed, other figures (FID, CLIP score) by a t interval
     over seed means; a figure measured on one seed keeps that seed's interval."""
     models: dict[str, dict] = {}
-    names = [n for r in seed_results for n in r["models"]]
-    for name in dict.fromkeys(names):
+    for name in model_order(seed_results):
         rows = [r["models"][name] for r in seed_results if name in r["models"]]
         keys = dict.fromkeys(k for row in rows for k in row["figures"])
         figures = {}
@@ -92,7 +97,7 @@ def pool_curves(seed_results: list[dict]) -> dict[str, dict[str, list[dict]]]:
                     held, n = per_budget.get(p["budget"], (0, 0))
                     per_budget[p["budget"]] = (held + p["n"] - p["successes"], n + p["n"])
     return {name: {a: [{"budget": b, "dsr": wilson(k, n).to_dict()} for b, (k, n) in sorted(pts.items())]
-                   for a, pts in attacks.items()} for name, attacks in counts.items()}
+                   for a, pts in counts[name].items()} for name in model_order(seed_results) if name in counts}
 
 
 def write_pooled_report(out: str | Path, cfg) -> dict:
