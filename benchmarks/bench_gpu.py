@@ -14,7 +14,10 @@ precision is set once per process; a configuration that runs out of memory is re
 one whose random weights overflow (fp16) as a non-finite loss.
 
 The DUO step is the trainer's own (``UnlearningTrainer.step``); the plain LoRA step is
-``bench_step.plain_lora_step`` on the same trainer, inputs and optimiser.
+``bench_step.plain_lora_step`` on the same trainer, inputs and optimiser. Robust DUO (the
+demo's adversarial training: one adversarial conditioning per pair, 4 adversary steps, the
+preference under it) is the trainer's step with those settings, timed in a process of its own
+(its persistent adversary is part of the trainer), so it has its own peak memory.
 """
 
 from __future__ import annotations
@@ -186,8 +189,9 @@ def _timed(step, n: int, device: str) -> list[float]:
 
 
 def _train(job: dict, queue) -> None:
-    """One (family, precision, checkpointing): warm up, then time plain LoRA and DUO steps."""
-    from bench_step import plain_lora_step
+    """One (family, precision, checkpointing): warm up, then time plain LoRA and DUO steps, or
+    with ``job["robust"]`` the robust DUO step alone."""
+    from bench_step import demo_robust_settings, plain_lora_step
 
     from duo_unlearn.config import DUOConfig
     from duo_unlearn.pipelines import native_resolution
@@ -203,10 +207,13 @@ def _train(job: dict, queue) -> None:
         with tempfile.TemporaryDirectory() as out:
             cfg = DUOConfig(output_dir=out, train_batch_size=job["batch"], max_train_steps=10**6, resolution=size,
                             checkpointing_steps=0, mixed_precision=job["precision"],
-                            gradient_checkpointing=job["checkpointing"])
+                            gradient_checkpointing=job["checkpointing"],
+                            **(demo_robust_settings() if job.get("robust") else {}))
             trainer = UnlearningTrainer(cfg, pipe=pipe, dataset=random_pair_dataset(max(job["batch"], 4), size))
             result = {"resolution": size}
-            for name, step in (("plain", lambda: plain_lora_step(trainer)), ("duo", trainer.step)):
+            steps = ((("robust", trainer.step),) if job.get("robust")
+                     else (("plain", lambda: plain_lora_step(trainer)), ("duo", trainer.step)))
+            for name, step in steps:
                 _timed(step, job["warmup"], device)
                 _reset_peak(device)
                 result[name] = statistics.median(_timed(step, job["steps"], device))
@@ -280,6 +287,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per variant")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
     parser.add_argument("--gen-steps", type=int, default=20, help="inference steps per generated batch")
+    parser.add_argument("--robust", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time robust DUO (the demo's adversarial training), in its own process")
     parser.add_argument("--tiny", action="store_true", help="test-sized pipelines instead of the real sizes")
     parser.add_argument("--allow-cpu", action="store_true", help="with --tiny: run on the CPU (a smoke test)")
     parser.add_argument("--output", default="bench-output/gpu.md")
@@ -310,12 +319,17 @@ def main(argv=None) -> int:
                 r = _in_own_process(_train, job)
                 error = _error(r)
                 failed |= bool(error) and error not in EXPECTED_ERRORS
+                robust = _in_own_process(_train, dict(job, robust=True)) if args.robust and not error else {}
+                robust_error = _error(robust) if robust else ("not run" if error else "not run (--no-robust)")
+                failed |= bool(robust) and bool(robust_error) and robust_error not in EXPECTED_ERRORS
                 head = f"| {family} | {precision} | {'on' if ckpt else 'off'} | {args.batch} |"
                 if error:
-                    train_rows.append(head + f" {error} |" * 6)
+                    train_rows.append(head + f" {error} |" * 10)
                 else:
                     cells = [r["resolution"], f"{r['plain']:.4g}", f"{r['duo']:.4g}", f"{r['duo'] / r['plain']:.2f}",
                              f"{args.batch / r['duo']:.3g}", _cell(r["plain_peak"], ".1f"), _cell(r["duo_peak"], ".1f")]
+                    cells += [robust_error] * 3 if robust_error else [
+                        f"{robust['robust']:.4g}", f"{robust['robust'] / r['duo']:.2f}", _cell(robust["robust_peak"], ".1f")]
                     train_rows.append(head + "".join(f" {c} |" for c in cells))
                 print(train_rows[-1], flush=True)
             r = _in_own_process(_generate, dict(base, gen_steps=args.gen_steps))
@@ -341,14 +355,17 @@ def main(argv=None) -> int:
         "## Training step (DUO vs plain LoRA)",
         "",
         "| family | precision | gradient checkpointing | pairs/step | resolution | plain LoRA step (s) "
-        "| DUO step (s) | DUO / plain | pairs/s | peak GiB (plain) | peak GiB (DUO) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| DUO step (s) | DUO / plain | pairs/s | peak GiB (plain) | peak GiB (DUO) | robust DUO step (s) "
+        "| robust / DUO | peak GiB (robust) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *train_rows,
         "",
         "- plain LoRA: the ordinary diffusion loss on the same unsafe, safe and zero latents (one forward, "
         "one backward); DUO adds one no-grad reference forward, so its floor is 4/3.",
         "- pairs/s = pairs per step / DUO step. Peak: torch.cuda.max_memory_allocated during the timed steps "
         "(frozen weights, text encoders, LoRA optimiser state included).",
+        "- robust DUO: the demo's adversarial training (one adversarial conditioning per pair, 4 adversary "
+        "steps of a forward and backward on the unsafe rows, the preference under it), in its own process.",
         "",
         f"## Generation (batch {GEN_BATCH}, the pipeline's default guidance)",
         "",

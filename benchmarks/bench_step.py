@@ -30,6 +30,16 @@ import torch
 VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust")
 
 
+def demo_robust_settings() -> dict:
+    """The DUOConfig fields of the demo's robust DUO, read from DemoConfig's defaults."""
+    from duo_unlearn.demo import DemoConfig
+
+    demo = DemoConfig()
+    return dict(adversarial_conditioning=True, adversary_per_pair=demo.adversary_per_pair,
+                adversarial_steps=demo.adversarial_steps, adversarial_weight=demo.adversarial_weight,
+                prompt_preference_weight=demo.prompt_preference_weight)
+
+
 def _randn(trainer, shape) -> torch.Tensor:
     """Noise of any shape from the trainer's generator (its own helpers draw the global batch's rows)."""
     return torch.randn(shape, generator=trainer.generator).to(trainer.accelerator.device)
@@ -80,8 +90,7 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     images = torch.rand((n_pairs, 3, 64, 64), generator=g) * 2 - 1
     dataset = PairDataset(images, images.flip(-1), ["u"] * n_pairs, ["s"] * n_pairs,
                           [{"index": i} for i in range(n_pairs)])
-    robust = dict(adversarial_conditioning=True, adversary_per_pair=True, adversarial_steps=4, adversarial_weight=2.0,
-                  prompt_preference_weight=0.0) if variant == "duo_robust" else {}
+    robust = demo_robust_settings() if variant == "duo_robust" else {}
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
                     checkpointing_steps=0, **robust)
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)

@@ -49,7 +49,7 @@ def test_tiny_cpu_run_writes_both_tables_with_every_column(tmp_path):
     header, rows = _table(text, "## Training step")
     assert header == ["family", "precision", "gradient checkpointing", "pairs/step", "resolution",
                       "plain LoRA step (s)", "DUO step (s)", "DUO / plain", "pairs/s", "peak GiB (plain)",
-                      "peak GiB (DUO)"]
+                      "peak GiB (DUO)", "robust DUO step (s)", "robust / DUO", "peak GiB (robust)"]
     assert len(rows) == 1 and len(rows[0]) == len(header)
     row = dict(zip(header, rows[0]))
     assert row["family"] == "flux" and row["precision"] == "fp32" and row["gradient checkpointing"] == "on"
@@ -58,7 +58,9 @@ def test_tiny_cpu_run_writes_both_tables_with_every_column(tmp_path):
     # times to 4 significant digits, rates to 3, the ratio to 2 decimals
     assert float(row["DUO / plain"]) == pytest.approx(duo / plain, abs=0.01)
     assert float(row["pairs/s"]) == pytest.approx(2 / duo, rel=0.01)
-    assert row["peak GiB (plain)"] == row["peak GiB (DUO)"] == "n/a (CPU)"
+    assert row["peak GiB (plain)"] == row["peak GiB (DUO)"] == row["peak GiB (robust)"] == "n/a (CPU)"
+    robust = float(row["robust DUO step (s)"])
+    assert robust > 0 and float(row["robust / DUO"]) == pytest.approx(robust / duo, abs=0.01)
 
     header, rows = _table(text, "## Generation")
     assert header == ["family", "precision", "batch", "steps", "resolution", "s/batch", "images/s", "peak GiB"]
