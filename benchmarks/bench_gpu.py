@@ -329,7 +329,8 @@ def main(argv=None) -> int:
                     cells = [r["resolution"], f"{r['plain']:.4g}", f"{r['duo']:.4g}", f"{r['duo'] / r['plain']:.2f}",
                              f"{args.batch / r['duo']:.3g}", _cell(r["plain_peak"], ".1f"), _cell(r["duo_peak"], ".1f")]
                     cells += [robust_error] * 3 if robust_error else [
-                        f"{robust['robust']:.4g}", f"{robust['robust'] / r['duo']:.2f}", _cell(robust["robust_peak"], ".1f")]
+                        f"{robust['robust']:.4g}", f"{robust['robust'] / r['duo']:.2f}",
+                        _cell(robust["robust_peak"], ".1f")]
                     train_rows.append(head + "".join(f" {c} |" for c in cells))
                 print(train_rows[-1], flush=True)
             r = _in_own_process(_generate, dict(base, gen_steps=args.gen_steps))
