@@ -87,8 +87,14 @@ class DUOConfig:
     (prefer the safe twin to the unsafe image); or 'negative_guidance', an absolute target that
     cannot saturate: on the noised unsafe image, the reference's unconditional prediction pushed
     away from what the adversary makes it predict, ε_ref(x, ∅) − η·(ε_ref(x, c_adv) − ε_ref(x, ∅))
-    with η = ``esd_eta`` (ESD's target, as AdvUnlearn applies it, here on the unsafe images
-    instead of a concept prompt's samples), weighted by ``adversarial_weight``."""
+    with η = ``esd_eta`` (ESD's target, here on the unsafe images instead of a concept prompt's
+    samples), weighted by ``adversarial_weight``; ``negative_guidance_target`` chooses c."""
+    negative_guidance_target: Literal["adversary", "unsafe_prompt"] = "adversary"
+    """With 'negative_guidance', the conditioning c whose pull the target reverses: 'adversary',
+    the adversarial conditioning itself (the reference's prediction there moves with the adversary,
+    which drives it where the reference was never trained: measured unstable, README), or
+    'unsafe_prompt', each pair's unsafe prompt, as AdvUnlearn keeps the concept prompt in ESD's
+    target while the adversary only changes the model's input: a target the adversary cannot move."""
     prompt_preference_weight: float = 1.0
     """Weight of the preference term under the empty (or pair) prompt. With adversarial
     conditioning it may be 0: the preference then acts only where the model draws the concept,
@@ -216,6 +222,9 @@ class DUOConfig:
         if self.adversary_init == "unsafe_prompt" and not self.adversary_per_pair:
             raise ValueError("DUOConfig.adversary_init='unsafe_prompt' needs adversary_per_pair: true "
                              "(each pair's adversary starts at its own prompt)")
+        if self.negative_guidance_target != "adversary" and self.adversarial_objective != "negative_guidance":
+            raise ValueError("DUOConfig.negative_guidance_target is used only with "
+                             "adversarial_objective: negative_guidance")
         if self.preservation_weight is not None and self.preservation_weight < 0:
             raise ValueError("DUOConfig.preservation_weight must be >= 0")
 

@@ -143,8 +143,9 @@ class UnlearningTrainer:
         vae = self.pipe.vae
         self.unsafe_mean, self.unsafe_std = encode_latents(vae, self.dataset.unsafe)
         self.safe_mean, self.safe_std = encode_latents(vae, self.dataset.safe)
-        if cfg.use_prompts:
+        if cfg.use_prompts or cfg.negative_guidance_target == "unsafe_prompt":
             self.unsafe_cond = self.family.encode_prompts(self.dataset.unsafe_prompts).to(acc.device)
+        if cfg.use_prompts:
             self.safe_cond = self.family.encode_prompts(self.dataset.safe_prompts).to(acc.device)
 
     # ------------------------------------------------------------------ one step
@@ -262,10 +263,17 @@ class UnlearningTrainer:
             first = 3 * n if weight > 0 else 2 * n
             if guided:  # the reference's unconditional prediction on the same noised unsafe images
                 adv = slice(first, first + n)
+                null = self.null_cond.select([0] * n)
                 with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
-                    ref_null = fam.predict(self.model, x_t[adv].to(dtype), t[adv],
-                                           self.null_cond.select([0] * n)).float()
-                adv_loss = esd_loss(pred[adv], ref_null, ref[adv], cfg.esd_eta)
+                    if cfg.negative_guidance_target == "unsafe_prompt":  # and under each pair's unsafe prompt
+                        both = fam.predict(self.model, torch.cat([x_t[adv], x_t[adv]]).to(dtype),
+                                           torch.cat([t[adv], t[adv]]),
+                                           Conditioning.cat([null, self.unsafe_cond.select(index.cpu())])).float()
+                        ref_null, ref_pull = both[:n], both[n:]
+                    else:
+                        ref_null = fam.predict(self.model, x_t[adv].to(dtype), t[adv], null).float()
+                        ref_pull = ref[adv]
+                adv_loss = esd_loss(pred[adv], ref_null, ref_pull, cfg.esd_eta)
                 loss = loss + cfg.adversarial_weight * adv_loss
                 logs["adversarial_guidance_loss"] = adv_loss.item()
             else:

@@ -184,6 +184,8 @@ def test_eval_refuses_bad_study_settings_before_anything_runs(tmp_path, capsys, 
         assert option.lstrip("-").replace("-", "_") in _cli_error(capsys, base + [option, value])
     err = _cli_error(capsys, base + ["--adversary-init", "unsafe_prompt", "--no-adversary-per-pair"])
     assert "adversary_per_pair" in err
+    err = _cli_error(capsys, base + ["--negative-guidance-target", "unsafe_prompt"])
+    assert "negative_guidance_target" in err and "adversarial_objective" in err
     assert not (tmp_path / "o").exists()
 
 

@@ -72,10 +72,13 @@ def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
                                rtol=1e-5, atol=1e-7)
 
 
-def test_negative_guidance_step_loss_equals_its_formula(tmp_path):
+@pytest.mark.parametrize("target", ["adversary", "unsafe_prompt"])
+def test_negative_guidance_step_loss_equals_its_formula(tmp_path, target):
     """Under 'negative_guidance' the adversarial term is ESD's target on the noised unsafe images:
-    the reference's unconditional prediction pushed away from its prediction under the adversary."""
-    trainer = _trainer(_config(tmp_path, adversarial_objective="negative_guidance", esd_eta=1.5))
+    the reference's unconditional prediction pushed away from its prediction under the adversary
+    ('adversary') or under each pair's unsafe prompt ('unsafe_prompt')."""
+    trainer = _trainer(_config(tmp_path, adversarial_objective="negative_guidance", esd_eta=1.5,
+                               negative_guidance_target=target))
     trainer.step()
     calls, draws = [], []
     predict, randn = trainer.family.predict, trainer._randn
@@ -93,32 +96,48 @@ def test_negative_guidance_step_loss_equals_its_formula(tmp_path):
     loss, logs = trainer.duo_step_loss()
     cfg = trainer.config
     n = cfg.train_batch_size
-    # inner steps, the policy and reference calls, the reference's unconditional call
+    # inner steps, the policy and reference calls, the reference's unconditional (and prompted) call
     assert len(calls) == cfg.adversarial_steps + 3
-    (x, t, cond, pred), (_, _, _, ref), (x_null, t_null, null_cond, ref_null) = calls[-3:]
+    (x, t, cond, pred), (_, _, _, ref), (x_ref, t_ref, ref_cond, last) = calls[-3:]
     noise = draws[2]
+    u, s, a = slice(0, n), slice(n, 2 * n), slice(3 * n, 4 * n)
     # rows: unsafe, safe (empty prompt) | pure noise (empty prompt) | unsafe (adversarial)
-    assert len(x) == 4 * n and torch.equal(x[3 * n:], x[:n]) and torch.equal(x_null, x[:n])
-    assert torch.equal(t_null, t[:n])
+    assert len(x) == 4 * n and torch.equal(x[a], x[u]) and torch.equal(x_ref[:n], x[u])
+    assert torch.equal(t_ref[:n], t[u])
     adversary = trainer.adversarial_embeds.detach()[0]
     assert all(torch.equal(cond[i], adversary) for i in range(3 * n, 4 * n))
     null = trainer.null_cond.hidden_states[0]
-    assert all(torch.equal(null_cond[i], null) for i in range(n))
+    assert all(torch.equal(ref_cond[i], null) for i in range(n))
+    ref_null = last[:n]
+    if target == "adversary":
+        assert len(x_ref) == n
+        pull = ref[a]
+    else:  # the same noised unsafe images under their pairs' unsafe prompt, in the same call
+        assert len(x_ref) == 2 * n and torch.equal(x_ref[n:], x[u]) and torch.equal(t_ref[n:], t[u])
+        prompt = trainer.unsafe_cond.hidden_states[0]
+        assert not torch.equal(prompt, null) and not torch.equal(prompt, adversary)
+        assert all(torch.equal(ref_cond[i], prompt) for i in range(n, 2 * n))
+        pull = last[n:]
+        assert not torch.allclose(pull, ref[a])
 
     def preference(p_u, r_u, p_s, r_s, beta):
         diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
         return -F.logsigmoid(-beta * diff).mean()
 
-    u, s, a = slice(0, n), slice(n, 2 * n), slice(3 * n, 4 * n)
-    target = ref_null.double() - cfg.esd_eta * (ref[a].double() - ref_null.double())
-    guidance = (pred[a].double() - target).pow(2).mean()
+    target_eps = ref_null.double() - cfg.esd_eta * (pull.double() - ref_null.double())
+    guidance = (pred[a].double() - target_eps).pow(2).mean()
     expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s], cfg.beta)
                 + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
                 + cfg.adversarial_weight * guidance)
-    assert guidance > 0 and not torch.allclose(ref[a], ref_null)
+    assert guidance > 0 and not torch.allclose(pull, ref_null)
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(torch.tensor(logs["adversarial_guidance_loss"], dtype=torch.float64), guidance,
                                rtol=1e-5, atol=1e-7)
+
+
+def test_negative_guidance_target_needs_the_negative_guidance_objective(tmp_path):
+    with pytest.raises(ValueError, match="negative_guidance_target"):
+        _config(tmp_path, negative_guidance_target="unsafe_prompt")
 
 
 def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path):

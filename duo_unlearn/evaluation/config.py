@@ -51,6 +51,8 @@ class EvalConfig:
     """Robust DUO: β of that preference (None: the model's β; see DUOConfig)."""
     adversarial_objective: Literal["preference", "negative_guidance"] = "preference"
     """Robust DUO: what it asks of the model under the adversarial conditioning (see DUOConfig)."""
+    negative_guidance_target: Literal["adversary", "unsafe_prompt"] = "adversary"
+    """Robust DUO with 'negative_guidance': the conditioning the target reverses (see DUOConfig)."""
     robust_prompt_preference_weight: float = 0.0
     """Robust DUO: weight of the preference under the empty (or pair) prompt (see DUOConfig)."""
     baselines: tuple[str, ...] = ("esd", "uce")
@@ -153,6 +155,9 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.adversarial_beta must be positive (or null), got {self.adversarial_beta}")
         if self.adversary_init == "unsafe_prompt" and not self.adversary_per_pair:
             raise ValueError("EvalConfig.adversary_init='unsafe_prompt' needs adversary_per_pair: true")
+        if self.negative_guidance_target != "adversary" and self.adversarial_objective != "negative_guidance":
+            raise ValueError("EvalConfig.negative_guidance_target is used only with "
+                             "adversarial_objective: negative_guidance")
         for name in ("adversarial_weight", "robust_prompt_preference_weight", "prompt_dropout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"EvalConfig.{name} must be >= 0, got {getattr(self, name)}")
