@@ -25,8 +25,13 @@ VARIANTS = {
     "configs/eval_robustness_mid_adversarial_beta.yaml": "adversarial β 150, weight 6.67",
     "configs/eval_robustness_low_adversarial_beta.yaml": "adversarial β 50, weight 20",
     "configs/eval_robustness_mid_adversarial_beta_high_lambda.yaml": "adversarial β 150, weight 6.67, λ 2e7 (4×)",
+    "configs/eval_robustness_mid_adversarial_beta_high_lambda_400_steps.yaml":
+        "adversarial β 150, weight 6.67, λ 2e7 (4×), 400 training steps",
     "configs/eval_robustness_negative_guidance.yaml": "negative guidance (ESD's target, η 1) under the adversary, "
-                                                      "weight 500, instead of the preference",
+                                                      "reversing the adversary's own pull, weight 500, instead of "
+                                                      "the preference",
+    "configs/eval_robustness_negative_guidance_prompt.yaml": "negative guidance reversing the pair's unsafe "
+                                                             "prompt's pull (AdvUnlearn's target), weight 100",
 }
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
            ("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
