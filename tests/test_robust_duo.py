@@ -27,10 +27,9 @@ def _mse(a, b):
     return (a.double() - b.double()).pow(2).flatten(1).mean(1)
 
 
-@pytest.mark.parametrize("adversarial_beta", [None, 20.0])
-def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
-    trainer = _trainer(_config(tmp_path, adversarial_beta=adversarial_beta))
-    trainer.step()  # move the LoRA off zero so policy and reference differ
+def _recorded_step_loss(trainer):
+    """The step's loss and logs, every denoiser call (inputs, timesteps, conditioning, output) and
+    every noise draw it made, in order."""
     calls, draws = [], []
     predict, randn = trainer.family.predict, trainer._randn
 
@@ -45,6 +44,14 @@ def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
 
     trainer.family.predict, trainer._randn = recording_predict, recording_randn
     loss, logs = trainer.duo_step_loss()
+    return loss, logs, calls, draws
+
+
+@pytest.mark.parametrize("adversarial_beta", [None, 20.0])
+def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
+    trainer = _trainer(_config(tmp_path, adversarial_beta=adversarial_beta))
+    trainer.step()  # move the LoRA off zero so policy and reference differ
+    loss, logs, calls, draws = _recorded_step_loss(trainer)
     cfg = trainer.config
     n = cfg.train_batch_size
     assert len(calls) == cfg.adversarial_steps + 2  # inner steps, then one policy and one reference call
@@ -80,20 +87,7 @@ def test_negative_guidance_step_loss_equals_its_formula(tmp_path, target):
     trainer = _trainer(_config(tmp_path, adversarial_objective="negative_guidance", esd_eta=1.5,
                                negative_guidance_target=target))
     trainer.step()
-    calls, draws = [], []
-    predict, randn = trainer.family.predict, trainer._randn
-
-    def recording_predict(model, x_t, t, cond):
-        out = predict(model, x_t, t, cond)
-        calls.append((x_t.detach(), t, cond.hidden_states.detach(), out.detach()))
-        return out
-
-    def recording_randn(shape):
-        draws.append(randn(shape))
-        return draws[-1]
-
-    trainer.family.predict, trainer._randn = recording_predict, recording_randn
-    loss, logs = trainer.duo_step_loss()
+    loss, logs, calls, draws = _recorded_step_loss(trainer)
     cfg = trainer.config
     n = cfg.train_batch_size
     # inner steps, the policy and reference calls, the reference's unconditional (and prompted) call
