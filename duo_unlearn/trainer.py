@@ -215,7 +215,8 @@ class UnlearningTrainer:
         One batched policy call and one reference call over the rows (unsafe, safe) under the
         empty or pair prompt, pure noise under the empty prompt (the regulariser) and, for robust
         DUO, (unsafe, safe) again under the adversarial conditioning (with the 'negative_guidance'
-        objective, only the unsafe rows, and the reference's unconditional prediction on them). The
+        objective, only the unsafe rows, and one more reference call on them: unconditional and, with
+        ``negative_guidance_target`` 'unsafe_prompt', under each pair's unsafe prompt). The
         loss is ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·
         duo(adversarial rows)``, the last term ``esd_loss`` under 'negative_guidance'."""
         cfg, fam = self.config, self.family
