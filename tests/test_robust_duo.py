@@ -187,3 +187,34 @@ def test_adversaries_can_start_at_each_pairs_unsafe_prompt(tmp_path):
     assert not torch.equal(start[0], trainer.null_cond.hidden_states[0])
     trainer.step()  # descends from there
     assert not torch.equal(start, trainer.adversarial_embeds.detach())
+
+
+def test_a_pair_drawn_twice_moves_its_adversary_the_same_way_every_time(tmp_path):
+    """On ShapeWorld's real sizes and two threads: the gradient of a pair's adversarial conditioning
+    sums the rows that drew it in a fixed order, so repeating the same adversary step from the same
+    state gives the same bits (summed with parallel atomic adds, about one repeat in eight differed)."""
+    from duo_unlearn.pipelines import load_shapeworld
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = _config(tmp_path, adversary_per_pair=True, adversarial_steps=1, resolution=64)
+        trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=random_pair_dataset(n=4, size=64))
+        g = torch.Generator().manual_seed(0)
+        x0 = torch.randn((8, 4, 16, 16), generator=g)
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.randint(0, 1000, (8,), generator=g)
+        x_t = trainer.family.add_noise(x0, noise, t)
+        index = torch.tensor([0, 0, 0, 1, 0, 2, 0, 1])  # pair 0 five times, pair 1 twice
+        start = trainer.adversarial_embeds.detach().clone()
+        results = set()
+        for _ in range(12):
+            with torch.no_grad():
+                trainer.adversarial_embeds.copy_(start)
+            trainer.adversarial_optimizer.state.clear()
+            trainer._adversarial_conditioning(x_t, t, x0, noise, index)
+            results.add(trainer.adversarial_embeds.detach().numpy().tobytes())
+        assert not torch.equal(trainer.adversarial_embeds.detach(), start)  # the step moved it
+        assert len(results) == 1
+    finally:
+        torch.set_num_threads(threads)
