@@ -73,6 +73,14 @@ class DemoConfig:
     past six minutes on two cores."""
     seed: int = 0
     """Seeds the prompts, the pairs, training and the evaluation images."""
+    num_threads: int = 2
+    """CPU threads for torch (``torch.set_num_threads``; 0: torch's default). Float sums are split
+    across threads, so the same seed gives the same bits only at the same thread count: pinned,
+    `make demo` gives README's figures on any CPU of the same kind, whatever its core count."""
+
+    def __post_init__(self) -> None:
+        if self.num_threads < 0:
+            raise ValueError(f"DemoConfig.num_threads must be >= 0 (0: torch's default), got {self.num_threads}")
 
 
 def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
@@ -109,6 +117,10 @@ def run_demo(cfg: DemoConfig) -> dict:
     from duo_unlearn.trainer import train
     from duo_unlearn.world.quality import measure_world_figures
 
+    if cfg.num_threads:
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()

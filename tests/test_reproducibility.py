@@ -11,8 +11,9 @@ import sys
 import pytest
 
 
-def _duo(*args: str, cwd) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "random"}
+def _duo(*args: str, cwd, env_extra=None) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "random",
+           **(env_extra or {})}
     done = subprocess.run([sys.executable, "-m", "duo_unlearn.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -35,11 +36,12 @@ def test_same_seed_gives_the_same_lora_bits_in_fresh_processes(saved_model_and_p
     assert _train(root, "repro-c", seed=4) != first  # the seed matters, so equality above is not vacuous
 
 
-def _demo(root, name: str, seed: int) -> dict:
+def _demo(root, name: str, seed: int, *extra: str, env_extra=None) -> dict:
     (root / name).mkdir()
     out = root / name / "demo-output"  # the same relative --output-dir in each run, so settings agree too
     _duo("demo", "--output-dir", "demo-output", "--seed", str(seed), "--num-pairs", "4", "--num-eval-prompts", "2",
-         "--max-train-steps", "2", "--train-batch-size", "2", "--no-ablation", cwd=root / name)
+         "--max-train-steps", "2", "--train-batch-size", "2", "--no-ablation", *extra, cwd=root / name,
+         env_extra=env_extra)
     figures = json.loads((out / "figures.json").read_text())
     return {"figures": figures, "lora": (out / "duo" / "pytorch_lora_weights.safetensors").read_bytes()}
 
@@ -51,3 +53,12 @@ def test_demo_twice_gives_identical_figures_and_weights(tmp_path):
     assert a["lora"] == b["lora"]
     assert a["figures"] == b["figures"]
     assert _demo(tmp_path, "c", 1)["lora"] != a["lora"]
+
+
+def test_demo_pins_its_thread_count_whatever_the_environment_says(tmp_path):
+    """Float sums split across threads round differently, so the demo sets its own thread count
+    (DemoConfig.num_threads): a machine that would run torch on one thread gets README's bits."""
+    pinned = _demo(tmp_path, "one-env-thread", 0, env_extra={"OMP_NUM_THREADS": "1"})
+    assert _demo(tmp_path, "default-env", 0)["lora"] == pinned["lora"]
+    # not vacuous: at another thread count the bits do differ
+    assert _demo(tmp_path, "one-thread", 0, "--num-threads", "1")["lora"] != pinned["lora"]
