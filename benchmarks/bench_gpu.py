@@ -320,7 +320,7 @@ def main(argv=None) -> int:
                 error = _error(r)
                 failed |= bool(error) and error not in EXPECTED_ERRORS
                 robust = _in_own_process(_train, dict(job, robust=True)) if args.robust and not error else {}
-                robust_error = _error(robust) if robust else ("not run" if error else "not run (--no-robust)")
+                robust_error = _error(robust) if robust else "not run (--no-robust)"  # unused when error
                 failed |= bool(robust) and bool(robust_error) and robust_error not in EXPECTED_ERRORS
                 head = f"| {family} | {precision} | {'on' if ckpt else 'off'} | {args.batch} |"
                 if error:

@@ -194,14 +194,14 @@ class UnlearningTrainer:
         dtype = next(model.parameters()).dtype
         n = len(x_t)
         extra = self.null_cond.select([0] * n).extra
-        rows = index.cpu() if cfg.adversary_per_pair else torch.zeros(n, dtype=torch.long)
-        on_device = rows.to(self.adversarial_embeds.device)
+        device = self.adversarial_embeds.device
+        rows = index.to(device) if cfg.adversary_per_pair else torch.zeros(n, dtype=torch.long, device=device)
         error = 0.0
         for _ in range(cfg.adversarial_steps):
             # index_select, not [rows]: a batch may draw a pair twice, and the backward of [rows]
             # sums such rows with parallel atomic adds on a multi-threaded CPU (different bits from
             # run to run); index_select's sums them in order, as one thread always did
-            cond = Conditioning(torch.index_select(self.adversarial_embeds, 0, on_device).to(dtype), extra)
+            cond = Conditioning(torch.index_select(self.adversarial_embeds, 0, rows).to(dtype), extra)
             pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
             per_sample = per_sample_mse(pred, target)
             (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, self.adversarial_embeds)
@@ -211,7 +211,7 @@ class UnlearningTrainer:
             self.adversarial_optimizer.step()
             self.adversarial_optimizer.zero_grad(set_to_none=True)
             error = per_sample.mean().item()
-        return Conditioning(self.adversarial_embeds.detach()[rows].to(dtype), extra), error
+        return Conditioning(self.adversarial_embeds.detach().index_select(0, rows).to(dtype), extra), error
 
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """DUO's loss on one batch of pairs, and what to log.
