@@ -118,6 +118,33 @@ def test_ring_a_bell_reuses_its_search_only_for_the_same_text_encoder():
     assert len(methods._RING_A_BELL_PROMPTS) == cached + 1
 
 
+def test_ring_a_bell_scores_each_distinct_candidate_once_with_the_bits_of_scoring_every_row(world_pipe):
+    """The search's fitness remembers rows it has scored; the cache is exact only because a row's
+    text encoding does not depend on its batch-mates, checked here at ShapeWorld's sizes."""
+    from duo_unlearn.attacks import methods
+
+    pipe, gen = world_pipe, torch.Generator().manual_seed(0)
+    vocab = methods.word_vocabulary(pipe.tokenizer)
+    target = encode_ids(pipe, tokenize(pipe, ["a red circle with a black x"])).float()[0]
+    rows = vocab[torch.randint(len(vocab), (24, 16), generator=gen)]
+    population = torch.cat([rows, rows[:20], rows[5:25]])  # 64 rows, 24 distinct, repeats scattered
+
+    def every_row(p):  # the fitness as written before the cache: every row, one batch
+        emb = encode_ids(pipe, tokenize(pipe, pipe.tokenizer.batch_decode(p.tolist()))).float()
+        return -(emb - target).pow(2).mean(dim=(1, 2))
+
+    encoded = []
+    spy = lambda p, ids: encoded.append(len(ids)) or encode_ids(p, ids)  # noqa: E731
+    scores = methods.CandidateScores(pipe, target)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(methods, "encode_ids", spy)
+        first = scores(population)
+        nxt = torch.cat([population[:40], vocab[torch.randint(len(vocab), (3, 16), generator=gen)]])
+        second = scores(nxt)
+    assert torch.equal(first, every_row(population)) and torch.equal(second, every_row(nxt))
+    assert encoded == [24, 3]  # each distinct row once; the next generation encodes only its new rows
+
+
 def test_result_round_trip(tmp_path):
     img = Image.new("RGB", (8, 8), (255, 0, 0))
     r = AttackResult("x", ["p"], [img], np.array([0.9]), 0.5, [1])

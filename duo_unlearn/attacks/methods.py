@@ -160,6 +160,29 @@ def _text_encoder_fingerprint(pipe) -> tuple:
             sum(float(p.double().pow(2).sum()) for p in params))
 
 
+class CandidateScores:
+    """Ring-A-Bell's fitness: minus the squared distance of the text a token row decodes to (the
+    prompt the attack will use) from the target embedding.
+
+    A population repeats most of its rows from one generation to the next (elites, converged
+    children: ~25 distinct of 64 on ShapeWorld), so each distinct row is encoded once and
+    remembered. A row's encoding does not depend on its batch-mates (bit-identical on this
+    project's CPUs; tested), so the search takes the same path as scoring every row, at ~40 % of
+    the text-encoder passes."""
+
+    def __init__(self, pipe, target: torch.Tensor):
+        self.pipe, self.target = pipe, target
+        self.scores: dict[tuple[int, ...], float] = {}
+
+    def __call__(self, population: torch.Tensor) -> torch.Tensor:
+        rows = [tuple(r) for r in population.tolist()]
+        new = list(dict.fromkeys(r for r in rows if r not in self.scores))
+        if new:
+            emb = encode_ids(self.pipe, tokenize(self.pipe, self.pipe.tokenizer.batch_decode(new))).float()
+            self.scores.update(zip(new, (-(emb - self.target).pow(2).mean(dim=(1, 2))).cpu().tolist()))
+        return torch.tensor([self.scores[r] for r in rows])
+
+
 def _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation, crossover, pool_share, pool_size,
                         generations) -> tuple[list[str], list[float], dict[int, list[str]]]:
     """The genetic search for each safe prompt's discrete tokens; returns prompts, distances and,
@@ -188,10 +211,7 @@ def _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation, cros
         half = population // 2  # half the population starts from the safe prompt's own words
         pop[:half, : len(prompt_tokens)] = torch.tensor(prompt_tokens)
 
-        def fitness(p):
-            # score the text the tokens decode to: that is the prompt the attack will use
-            emb = encode_ids(pipe, tokenize(pipe, pipe.tokenizer.batch_decode(p.tolist()))).float()
-            return -(emb - target).pow(2).mean(dim=(1, 2)).cpu()
+        fitness = CandidateScores(pipe, target)
 
         for done in range(generations):
             score = fitness(pop)
