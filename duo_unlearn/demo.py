@@ -114,13 +114,11 @@ def run_demo(cfg: DemoConfig) -> dict:
     from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
     from duo_unlearn.perceptual import ShapeWorldPerceptual
     from duo_unlearn.pipelines import load_shapeworld
+    from duo_unlearn.threads import pin_threads
     from duo_unlearn.trainer import train
     from duo_unlearn.world.quality import measure_world_figures
 
-    if cfg.num_threads:
-        import torch
-
-        torch.set_num_threads(cfg.num_threads)
+    pin_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timer = StageTimer()

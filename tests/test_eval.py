@@ -13,15 +13,20 @@ from duo_unlearn.stats import Estimate
 def _tiny(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), betas=(500.0,), ablation_beta=None, baselines=("uce", "esd"),
                 attacks=("paraphrase", "ring-a-bell"), num_pairs=6, train_steps=4, esd_steps=2,
-                num_attack_prompts=2, images_per_prompt=2, attack_budget=2, num_eval_prompts=4, seeds=(0, 1))
+                num_attack_prompts=2, images_per_prompt=2, attack_budget=2, num_eval_prompts=4, seeds=(0, 1),
+                num_threads=1)
     base.update(kw)
     return EvalConfig(**base)
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eval")
-    return out, run_eval(_tiny(out))
+    import torch
+
+    out, threads = tmp_path_factory.mktemp("eval"), torch.get_num_threads()
+    torch.set_num_threads(2)  # the study pins its own count (1): what the environment says must not matter
+    yield out, run_eval(_tiny(out))
+    torch.set_num_threads(threads)
 
 
 def test_eval_writes_a_pooled_report_with_intervals(study):
@@ -36,6 +41,8 @@ def test_eval_writes_a_pooled_report_with_intervals(study):
         assert per_seed["seed"] == seed and per_seed["protocol_hash"] == pooled["protocol_hash"]
         assert any(k.startswith("train/") for k in per_seed["timings"])
         assert any(k.startswith("attack/") for k in per_seed["timings"])
+        assert per_seed["torch_num_threads"] == [1]  # EvalConfig.num_threads, not the process's 2
+    assert pooled["torch_num_threads"] == {"0": [1], "1": [1]}
     base = pooled["models"]["base"]["figures"]
     assert Estimate.from_dict(base["prior_preservation"]).value == pytest.approx(1.0)  # base against itself
     dsr = Estimate.from_dict(pooled["models"]["uce"]["figures"]["dsr/ring-a-bell"])
@@ -45,7 +52,7 @@ def test_eval_writes_a_pooled_report_with_intervals(study):
     assert paraphrase.n == 2 * 4  # the held-out metric group of each seed is the paraphrase control
     md = (report / "index.md").read_text()
     for needed in ("success against the base model", "Per seed", "Wall time per stage", "Protocol (hash",
-                   pooled["protocol_hash"], "inside the noise", "control"):
+                   pooled["protocol_hash"], "inside the noise", "control", "| torch threads | 1 | 1 |"):
         assert needed in md, needed
     for linked in ("grids/duo-b500_safe.png", "attacks/uce_ring-a-bell.png"):
         assert linked in md and (report / linked).is_file(), linked
@@ -85,6 +92,11 @@ def test_results_of_another_protocol_are_refused_naming_the_fields(study, tmp_pa
     mixed = run_eval(EvalConfig(output_dir=str(copy), report_only=True, allow_mixed_protocols=True))
     assert "num_inference_steps" in mixed["mixed_protocol_fields"]
     assert "WARNING: these results mix protocols" in (copy / "report" / "index.md").read_text()
+
+
+def test_a_negative_thread_count_is_refused_naming_the_option():
+    with pytest.raises(ValueError, match="EvalConfig.num_threads"):
+        EvalConfig(num_threads=-1)
 
 
 def test_report_only_without_results_names_the_missing_file(tmp_path):

@@ -17,11 +17,13 @@ def run_eval(cfg: EvalConfig) -> dict:
     """Run (or, with ``report_only``, only re-report) the evaluation; returns the pooled results."""
     from duo_unlearn.evaluation.report import rebuild_report
     from duo_unlearn.preflight import check_eval
+    from duo_unlearn.threads import pin_threads
 
     check_eval(cfg)  # every input, before any model loads
 
     if cfg.report_only:
         return rebuild_report(cfg.output_dir, cfg)
+    pin_threads(cfg.num_threads)
     if cfg.pretrained_model != SHAPEWORLD:
         from duo_unlearn.evaluation.real_model import run_model_eval
 

@@ -96,6 +96,10 @@ class EvalConfig:
     run_seeds: tuple[int, ...] = ()
     """Measure only these of ``seeds`` now (e.g. one seed per process or per session); empty: all. The
     protocol still names every seed, and the report pools whichever seeds are done."""
+    num_threads: int = 2
+    """CPU threads for torch (0: torch's default). Float sums split across threads round differently,
+    so a CPU figure repeats bit for bit only at the same count: pinned, `make eval` gives the
+    committed report on any CPU of the same kind. Each results.json records the count it ran at."""
     allow_mixed_protocols: bool = False
     """Put results measured under different protocols side by side anyway (the report then says so)."""
     report_only: bool = False
@@ -164,6 +168,8 @@ class EvalConfig:
         if any(b <= 0 for b in (*self.betas, *self.robust_betas)):
             raise ValueError(f"EvalConfig.betas and robust_betas must be positive, "
                              f"got {self.betas} and {self.robust_betas}")
+        if self.num_threads < 0:
+            raise ValueError(f"EvalConfig.num_threads must be >= 0 (0: torch's default), got {self.num_threads}")
         if self.sneakyprompt_confirm_seeds < 0:
             raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
                              f"got {self.sneakyprompt_confirm_seeds}")

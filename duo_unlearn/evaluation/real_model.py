@@ -109,6 +109,7 @@ def run_model_seed(cfg, seed: int, protocol: Protocol, folder: Path, pipe, model
     from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.sampling import generate
     from duo_unlearn.stats import bootstrap_mean
+    from duo_unlearn.threads import threads_used
 
     timer = StageTimer()
     steps = protocol.num_inference_steps
@@ -147,6 +148,7 @@ def run_model_seed(cfg, seed: int, protocol: Protocol, folder: Path, pipe, model
                                    "lora": str(lora or ""), "figures": figures, "curves": curves,
                                    "samples": {"prior_preservation": samples}}
         results["timings"] = timer.seconds
+        results["torch_num_threads"] = threads_used()
         if is_main_process():
             atomic_write_json(folder / "results.json", results)
             if seed == cfg.seeds[0]:

@@ -116,6 +116,7 @@ def write_pooled_report(out: str | Path, cfg) -> dict:
         "models": pool(seeds),
         "per_seed": {str(r["seed"]): {n: row["figures"] for n, row in r["models"].items()} for r in seeds},
         "timings": {str(r["seed"]): r.get("timings", {}) for r in seeds},
+        "torch_num_threads": {str(r["seed"]): r["torch_num_threads"] for r in seeds if "torch_num_threads" in r},
         "attacks": _attacks_in(seeds),
         "curves": pool_curves(seeds),
         "title": f"duo-unlearn evaluation ({_model_name(seeds[0]['protocol'])})",
@@ -293,6 +294,9 @@ def timing_table(pooled: dict) -> list[list[str]]:
         rows.append([g] + [f"{sum(v for k, v in pooled['timings'][s].items() if group(k) == g) / 60:.1f}"
                            for s in seeds])
     rows.append(["total"] + [f"{sum(pooled['timings'][s].values()) / 60:.1f}" for s in seeds])
+    threads = pooled.get("torch_num_threads", {})
+    if threads:  # results from before the count was recorded have none
+        rows.append(["torch threads"] + [", ".join(map(str, threads.get(s, []))) or "?" for s in seeds])
     return rows
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from duo_unlearn.evaluation.protocol import Protocol
 from duo_unlearn.io import atomic_write_json, atomic_write_text, file_digest
+from duo_unlearn.threads import threads_used
 from duo_unlearn.timing import StageTimer
 
 SCHEMA_VERSION = 2
@@ -174,6 +175,7 @@ def run_seed(cfg, seed: int, protocol: Protocol, folder: Path) -> dict:
                 pipe.unload_lora_weights()
         results["models"][name] = row
         results["timings"] = timer.seconds
+        results["torch_num_threads"] = threads_used(results.get("torch_num_threads"))
         atomic_write_json(path, results)
         if seed == cfg.seeds[0]:
             save_example_grids(folder.parent / "report", name, base_images, images)
