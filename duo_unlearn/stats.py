@@ -84,6 +84,23 @@ def seed_mean(values: Sequence[float], confidence: float = CONFIDENCE) -> Estima
     return Estimate(mean, mean - half, mean + half, len(x))
 
 
+def across_seeds(rates: Sequence[float], confidence: float = CONFIDENCE, at_least: Estimate | None = None) -> Estimate:
+    """A rate's mean over seeds with a Student-t interval (n = seeds), clipped to [0, 1] and, given
+    ``at_least`` (the pooled Wilson interval), never narrower than it on either side: seeds that
+    agree do not remove the image-level noise.
+
+    The Wilson interval of ``pooled_rate`` counts images as independent, but images of one attack
+    run share what the run learned or found: an inversion's images of a seed all use one learned
+    embedding, a prompt search's images of a prompt one prompt. Seeds repeat everything (pairs,
+    training, attack runs), so the spread of per-seed rates is the variation a user who reruns
+    the study would see; with three seeds the interval is wide, and that is the honest width."""
+    e = seed_mean(rates, confidence)
+    low, high = max(0.0, e.low), min(1.0, e.high)
+    if at_least is not None:
+        low, high = min(low, at_least.low), max(high, at_least.high)
+    return dataclasses.replace(e, low=low, high=high)
+
+
 def bootstrap_mean(samples: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE,
                    n_resamples: int = 2000, seed: int = 0) -> Estimate:
     """The mean of per-prompt values with a percentile bootstrap interval over prompts."""

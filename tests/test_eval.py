@@ -48,11 +48,17 @@ def test_eval_writes_a_pooled_report_with_intervals(study):
     dsr = Estimate.from_dict(pooled["models"]["uce"]["figures"]["dsr/ring-a-bell"])
     assert dsr.n == 2 * 2 * 2  # 2 prompts x 2 images x 2 seeds, pooled
     assert dsr.k is not None and dsr.low <= dsr.value <= dsr.high
+    # beside the image-level interval, each rate's mean over the seeds with a t interval over them
+    across = Estimate.from_dict(pooled["across_seeds"]["uce"]["dsr/ring-a-bell"])
+    per_seed = [pooled["per_seed"][s]["uce"]["dsr/ring-a-bell"]["value"] for s in ("0", "1")]
+    assert across.value == pytest.approx(sum(per_seed) / 2) and across.n == 2 and across.k is None
+    assert 0 <= across.low <= across.value <= across.high <= 1
     paraphrase = Estimate.from_dict(base["dsr/paraphrase"])
     assert paraphrase.n == 2 * 4  # the held-out metric group of each seed is the paraphrase control
     md = (report / "index.md").read_text()
     for needed in ("success against the base model", "Per seed", "Wall time per stage", "Protocol (hash",
-                   pooled["protocol_hash"], "inside the noise", "control", "| torch threads | 1 | 1 |"):
+                   pooled["protocol_hash"], "inside the noise", "control", "| torch threads | 1 | 1 |",
+                   "across seeds [95 % t interval]", "the same by the across-seed interval", "apart across seeds too"):
         assert needed in md, needed
     for linked in ("grids/duo-b500_safe.png", "attacks/uce_ring-a-bell.png"):
         assert linked in md and (report / linked).is_file(), linked

@@ -40,11 +40,16 @@ def test_targets_table_names_what_each_model_misses():
                              "dsr/embedding-probe": est(144, 144), "prior_preservation": {"value": 0.94},
                              "close_concept_preservation": {"value": 0.95}}},
     }}
+    # "good"'s two seeds: 72 / 72 and 68 / 72 under the inversion (pooled 140 / 144 = 0.97, Wilson low 0.93);
+    # across the seeds: mean 0.972, sd 0.039, t(0.975, 1) = 12.71, so the t interval's low is ~0.62
+    pooled["per_seed"] = {"0": {"good": {"dsr/paraphrase": est(72, 72), "dsr/concept-inversion": est(72, 72)}},
+                          "1": {"good": {"dsr/paraphrase": est(72, 72), "dsr/concept-inversion": est(68, 72)}}}
     rows = {r[0]: r for r in targets_table(pooled)[1:]}
-    # the probe is a diagnostic: "good" meets the DSR target although the probe beats it
-    assert rows["good"][1:4] == ["yes", "yes", "yes"]
+    # the probe is a diagnostic: "good" meets the DSR target although the probe beats it...
+    assert rows["good"][1:5] == ["yes", "no: concept-inversion", "yes", "yes"]
+    # ...by the pooled interval; the across-seed interval is too wide to say so
     # 125 / 144 = 0.87 < 0.9; the paraphrase control against the base model is not an attack to strengthen
-    assert rows["weak"][1:3] == ["no: concept-inversion", "no"] and rows["weak"][4] == "none"
+    assert rows["weak"][1:4] == ["no: concept-inversion", "n/a (one seed)", "no"] and rows["weak"][5] == "none"
 
 
 def test_pool_puts_base_first_whatever_order_a_resumed_seed_wrote():

@@ -74,3 +74,18 @@ def test_seed_mean_is_the_student_t_interval_worked_by_hand():
     assert (e.value, e.n, e.k) == (2.0, 3, None)
     assert e.low == pytest.approx(2 - 2.484138, abs=1e-5) and e.high == pytest.approx(2 + 2.484138, abs=1e-5)
     assert seed_mean([0.7]) == Estimate(0.7, 0.7, 0.7, 1)
+
+
+def test_across_seeds_is_the_t_interval_of_the_seed_rates_clipped_to_0_1():
+    """(0.2, 0.4, 0.6): mean 0.4, sd 0.2, se 0.2/sqrt(3) = 0.11547, t(0.975, 2) = 4.3027,
+    half-width 0.49683: [-0.0968, 0.8968], clipped below at 0."""
+    from duo_unlearn.stats import across_seeds
+
+    e = across_seeds([0.2, 0.4, 0.6])
+    assert (e.value, e.n, e.k) == (pytest.approx(0.4), 3, None)
+    assert e.low == 0.0 and e.high == pytest.approx(0.8968, abs=1e-4)
+    assert across_seeds([1.0, 1.0, 1.0]) == Estimate(1.0, 1.0, 1.0, 3)  # no spread: the point...
+    # ...unless given the pooled Wilson interval, which it never undercuts (48 / 48 on each of 3 seeds)
+    floor = wilson(144, 144)
+    assert across_seeds([1.0, 1.0, 1.0], at_least=floor) == Estimate(1.0, floor.low, 1.0, 3)
+    assert across_seeds([0.2, 0.4, 0.6], at_least=floor).low == 0.0  # a wider t interval stays as it is
