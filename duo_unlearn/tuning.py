@@ -100,9 +100,14 @@ class TuneConfig:
     """Real model only: perceptual metric for preservation ('lpips' needs the [lpips] extra)."""
     dtype: InferenceDtype = "fp32"
     """Real model only: inference precision of the held-out images: 'fp32', 'bf16', or 'fp16' (GPU only)."""
+    num_threads: int = 2
+    """CPU threads for torch (0: torch's default), as `duo eval`'s: the same sweep chooses the same point
+    on any CPU of the same kind. tune_results.json records the count."""
 
     def __post_init__(self) -> None:
         check_choices(self)
+        if self.num_threads < 0:
+            raise ValueError(f"--num-threads must be >= 0 (0: torch's default), got {self.num_threads}")
         self.betas = tuple(float(b) for b in self.betas)
         self.base_preservation_weights = tuple(float(w) for w in self.base_preservation_weights)
         if not self.betas or any(b <= 0 for b in self.betas) or len(set(self.betas)) != len(self.betas):
@@ -363,8 +368,10 @@ def run_tune(cfg: TuneConfig) -> dict:
     from duo_unlearn.io import atomic_write_json, atomic_write_text, file_digest
     from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.preflight import check_tune
+    from duo_unlearn.threads import pin_threads, threads_used
 
     check_tune(cfg)  # before any model loads
+    pin_threads(cfg.num_threads)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     base_cfg = cfg.base_train_config()
@@ -407,7 +414,8 @@ def run_tune(cfg: TuneConfig) -> dict:
     results = {"preservation_target": cfg.preservation_target, "chosen": chosen["name"] if chosen else None,
                "points": rows, "base": base_figures, "tune_config": _plain(dataclasses.asdict(cfg)),
                "train_config": _plain(dataclasses.asdict(base_cfg)),
-               "heldout_prompts": {g: [p for p, _ in recs] for g, recs in groups.items()}}
+               "heldout_prompts": {g: [p for p, _ in recs] for g, recs in groups.items()},
+               "torch_num_threads": threads_used()}
     atomic_write_json(out / "tune_results.json", results)
     best = out / "best_train_config.yaml"
     if chosen:

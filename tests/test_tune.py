@@ -68,15 +68,20 @@ def _refuse(what):
     return refuse
 
 
-def test_tiny_sweep_writes_everything_and_reuses_finished_points(tmp_path, saved_model_and_pairs, monkeypatch):
+def test_tiny_sweep_writes_everything_and_reuses_finished_points(tmp_path, saved_model_and_pairs, monkeypatch,
+                                                                 request):
     import dataclasses
+
+    import torch
 
     import duo_unlearn.pipelines as pipelines
     import duo_unlearn.trainer as trainer
     from duo_unlearn.config import DUOConfig
     from duo_unlearn.configs import load_config
 
-    cfg = _tiny_tune(tmp_path, saved_model_and_pairs)
+    cfg = _tiny_tune(tmp_path, saved_model_and_pairs, num_threads=1)
+    request.addfinalizer(lambda threads=torch.get_num_threads(): torch.set_num_threads(threads))
+    torch.set_num_threads(2)  # the tune pins its own count (1): the process's must not matter
     results = run_tune(cfg)
     out = tmp_path / "tune"
     for name in ("tune_results.json", "tune.md", "tune_pareto.png", "best_train_config.yaml"):
@@ -87,6 +92,7 @@ def test_tiny_sweep_writes_everything_and_reuses_finished_points(tmp_path, saved
     assert [p["name"] for p in points] == ["beta250_lambda1e06", "beta1000_lambda1e06"]
     assert [p["preservation_weight"] for p in points] == [2.5e6, 1e7]  # λ = base * beta / 100
     assert written["heldout_prompts"]["safe"] == ["a box", "a dog", "a tree"]  # first num_prompts lines
+    assert written["torch_num_threads"] == [1]
     for p in points:
         assert p["concept_rate"]["n"] == 3 and p["prior_preservation"]["n"] == 3
         assert p["prior_preservation"]["low"] <= p["prior_preservation"]["value"] <= p["prior_preservation"]["high"]
