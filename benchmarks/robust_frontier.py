@@ -76,7 +76,9 @@ def main() -> None:
     text = "\n".join([f"# Robust DUO against the white-box attacks: what was tried (seed {args.seed})", "",
                       "Each row trains robust DUO on the same pairs with one change; the same prompts, seeds and "
                       "attack seeds measure it. Rates: value [95 % Wilson interval]; preservation: bootstrap "
-                      "over 64 prompts. Made by `python benchmarks/robust_frontier.py`.", "",
+                      "over 64 prompts. Made by `python benchmarks/robust_frontier.py`. Each inversion cell is "
+                      "one attack run (its images share one learned embedding), so its interval says nothing "
+                      "of another run: `benchmarks/attack_runs.py` measures that (attack_runs.md).", "",
                       *markdown_table(rows), ""])
     (out / "frontier.md").write_text(text)
     print(text)
