@@ -1,7 +1,7 @@
 """torch's CPU thread count, set by the commands that promise the same bits on any machine.
 
 Float sums split across threads round differently, so on a CPU the thread count is part of what
-makes a result repeat: `duo demo` and `duo eval` set it from their configs instead of inheriting
+makes a result repeat: `duo demo`, `duo eval` and `duo tune` set it from their configs instead of inheriting
 whatever OMP_NUM_THREADS or the core count gives, and each results file records the count."""
 
 from __future__ import annotations

@@ -78,9 +78,12 @@ def across_seed_figures(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict[
             for key, fig in figures.items():
                 if fig is not None and ("k" in fig or key in ACROSS_SEED_FIGURES):
                     values.setdefault(name, {}).setdefault(key, []).append(Estimate.from_dict(fig))
-    return {name: {key: across_seeds([e.value for e in ests], at_least=pooled_rate(ests) if ests[0].k is not None
-                                     else None).to_dict()
-                   for key, ests in keys.items() if len(ests) >= 2}
+
+    def estimate(ests: list[Estimate]) -> dict:
+        floor = pooled_rate(ests) if ests[0].k is not None else None  # preservation has no count
+        return across_seeds([e.value for e in ests], at_least=floor).to_dict()
+
+    return {name: {key: estimate(ests) for key, ests in keys.items() if len(ests) >= 2}
             for name, keys in values.items()}
 
 
