@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from duo_unlearn.io import atomic_write_json
+from duo_unlearn.threads import check_thread_count, pin_threads
 from duo_unlearn.timing import StageTimer
 
 
@@ -79,8 +80,7 @@ class DemoConfig:
     `make demo` gives README's figures on any CPU of the same kind, whatever its core count."""
 
     def __post_init__(self) -> None:
-        if self.num_threads < 0:
-            raise ValueError(f"DemoConfig.num_threads must be >= 0 (0: torch's default), got {self.num_threads}")
+        check_thread_count(self.num_threads, "DemoConfig.num_threads")
 
 
 def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
@@ -114,7 +114,6 @@ def run_demo(cfg: DemoConfig) -> dict:
     from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
     from duo_unlearn.perceptual import ShapeWorldPerceptual
     from duo_unlearn.pipelines import load_shapeworld
-    from duo_unlearn.threads import pin_threads
     from duo_unlearn.trainer import train
     from duo_unlearn.world.quality import measure_world_figures
 

@@ -7,12 +7,17 @@ whatever OMP_NUM_THREADS or the core count gives, and each results file records 
 from __future__ import annotations
 
 
+def check_thread_count(n: int, option: str = "num_threads") -> None:
+    """The configs' check, run when they are built (before any model loads), naming their option."""
+    if n < 0:
+        raise ValueError(f"{option} must be >= 0 (0: torch's default), got {n}")
+
+
 def pin_threads(n: int) -> int:
     """Run torch's CPU ops on ``n`` threads (0: torch's default); returns the count now in use."""
     import torch
 
-    if n < 0:
-        raise ValueError(f"num_threads must be >= 0 (0: torch's default), got {n}")
+    check_thread_count(n)
     if n:
         torch.set_num_threads(n)
     return torch.get_num_threads()

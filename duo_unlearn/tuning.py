@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices
+from duo_unlearn.threads import check_thread_count
 
 TUNE_SEED_OFFSET = 7919
 """Held-out prompts and image seeds come from ``seed + 7919`` (a prime no other command uses)."""
@@ -106,8 +107,7 @@ class TuneConfig:
 
     def __post_init__(self) -> None:
         check_choices(self)
-        if self.num_threads < 0:
-            raise ValueError(f"--num-threads must be >= 0 (0: torch's default), got {self.num_threads}")
+        check_thread_count(self.num_threads, "--num-threads")
         self.betas = tuple(float(b) for b in self.betas)
         self.base_preservation_weights = tuple(float(w) for w in self.base_preservation_weights)
         if not self.betas or any(b <= 0 for b in self.betas) or len(set(self.betas)) != len(self.betas):

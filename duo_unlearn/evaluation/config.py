@@ -20,6 +20,7 @@ import dataclasses
 from typing import Literal
 
 from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices
+from duo_unlearn.threads import check_thread_count
 
 ATTACK_NAMES = ("paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk",
                 "adaptive-inversion", "embedding-probe")
@@ -168,8 +169,7 @@ class EvalConfig:
         if any(b <= 0 for b in (*self.betas, *self.robust_betas)):
             raise ValueError(f"EvalConfig.betas and robust_betas must be positive, "
                              f"got {self.betas} and {self.robust_betas}")
-        if self.num_threads < 0:
-            raise ValueError(f"EvalConfig.num_threads must be >= 0 (0: torch's default), got {self.num_threads}")
+        check_thread_count(self.num_threads, "EvalConfig.num_threads")
         if self.sneakyprompt_confirm_seeds < 0:
             raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
                              f"got {self.sneakyprompt_confirm_seeds}")
