@@ -14,7 +14,7 @@ def _tiny(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), betas=(500.0,), ablation_beta=None, baselines=("uce", "esd"),
                 attacks=("paraphrase", "ring-a-bell"), num_pairs=6, train_steps=4, esd_steps=2,
                 num_attack_prompts=2, images_per_prompt=2, attack_budget=2, num_eval_prompts=4, seeds=(0, 1),
-                num_threads=1)
+                num_threads=1, num_workers=2)
     base.update(kw)
     return EvalConfig(**base)
 
@@ -42,6 +42,8 @@ def test_eval_writes_a_pooled_report_with_intervals(study):
         assert any(k.startswith("train/") for k in per_seed["timings"])
         assert any(k.startswith("attack/") for k in per_seed["timings"])
         assert per_seed["torch_num_threads"] == [1]  # EvalConfig.num_threads, not the process's 2
+        assert per_seed["num_workers"] == [2] and per_seed["wall_seconds"] > 0
+        assert (out / f"seed-{seed}" / "ring-a-bell-searches.json").is_file()  # one search per seed, kept
     assert pooled["torch_num_threads"] == {"0": [1], "1": [1]}
     base = pooled["models"]["base"]["figures"]
     assert Estimate.from_dict(base["prior_preservation"]).value == pytest.approx(1.0)  # base against itself
@@ -57,11 +59,26 @@ def test_eval_writes_a_pooled_report_with_intervals(study):
     assert paraphrase.n == 2 * 4  # the held-out metric group of each seed is the paraphrase control
     md = (report / "index.md").read_text()
     for needed in ("success against the base model", "Per seed", "Wall time per stage", "Protocol (hash",
-                   pooled["protocol_hash"], "inside the noise", "control", "| torch threads | 1 | 1 |",
+                   pooled["protocol_hash"], "inside the noise", "control", "| torch threads | 1 | 1 |", "| worker processes | 2 | 2 |",
+                   "wall time, the seed's share of its run",
                    "across seeds [95 % t interval]", "the same by the across-seed interval", "apart across seeds too"):
         assert needed in md, needed
     for linked in ("grids/duo-b500_safe.png", "attacks/uce_ring-a-bell.png"):
         assert linked in md and (report / linked).is_file(), linked
+
+
+def test_one_worker_gives_the_figures_of_two(study, tmp_path):
+    """The study's tasks ran in two worker processes, interleaved across seeds and models; seed 0
+    run again here in this process alone, task after task, must give the same figures bit for bit
+    (images, searches, training and every interval: nothing depends on which process ran what)."""
+    out, _ = study
+    run_eval(_tiny(tmp_path, seeds=(0, 1), run_seeds=(0,), num_workers=1))
+    alone = json.loads((tmp_path / "seed-0" / "results.json").read_text())
+    pooled = json.loads((out / "seed-0" / "results.json").read_text())
+    assert alone["num_workers"] == [1] and pooled["num_workers"] == [2]
+    assert list(alone["models"]) == ["base", "duo-b500", "uce", "esd"]
+    assert alone["models"] == pooled["models"]
+    assert alone["timings"].keys() == pooled["timings"].keys()
 
 
 def test_report_only_rebuilds_the_same_pages(study):

@@ -21,8 +21,11 @@ are noted beside each and can be set with ``AttackConfig.budget``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import random
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -149,7 +152,30 @@ def natural_prompts(pipe, detector, task: ConceptTask, cfg: AttackConfig) -> Att
     return _render(pipe, cfg, task.natural_prompts[: cfg.num_prompts], detector, "paraphrase", {})
 
 
-_RING_A_BELL_PROMPTS: dict[tuple, tuple[list[str], list[float], dict[int, list[str]]]] = {}
+_RING_A_BELL_PROMPTS: dict[str, tuple[list[str], list[float], dict[int, list[str]]]] = {}
+"""Ring-A-Bell searches done in this process, by ``_search_key`` of their settings."""
+
+
+def _search_key(settings: tuple) -> str:
+    return hashlib.sha256(repr(settings).encode()).hexdigest()[:32]
+
+
+def load_ring_a_bell_searches(path: str | Path) -> None:
+    """Remember the searches saved in ``path`` (e.g. by another process), as if done here."""
+    path = Path(path)
+    if path.is_file():
+        for key, (found, distances, at) in json.loads(path.read_text()).items():
+            _RING_A_BELL_PROMPTS.setdefault(key, (found, distances, {int(b): p for b, p in at.items()}))
+
+
+def save_ring_a_bell_searches(path: str | Path) -> None:
+    """Write every search this process knows (those in ``path`` included) to ``path``."""
+    from duo_unlearn.io import atomic_write_json
+
+    load_ring_a_bell_searches(path)
+    if _RING_A_BELL_PROMPTS:
+        atomic_write_json(path, {k: [f, d, {str(b): p for b, p in at.items()}]
+                                 for k, (f, d, at) in sorted(_RING_A_BELL_PROMPTS.items())})
 
 
 def _text_encoder_fingerprint(pipe) -> tuple:
@@ -251,9 +277,9 @@ def ring_a_bell(pipe, detector, task: ConceptTask, cfg: AttackConfig, eta: float
     6 prompts x 2 seeds, eta 3 / 60 generations brought the X back in 0.42 of images, eta 5 /
     100 generations in 0.83."""
     generations = effective_budget(cfg, "ring-a-bell")
-    key = (_text_encoder_fingerprint(pipe), tuple(task.base_prompts[: cfg.num_prompts]),
-           tuple(task.concept_pairs), tuple(task.concept_phrases), eta, length, population, mutation, crossover,
-           pool_share, pool_size, generations, cfg.seed)
+    key = _search_key((_text_encoder_fingerprint(pipe), tuple(task.base_prompts[: cfg.num_prompts]),
+                       tuple(task.concept_pairs), tuple(task.concept_phrases), eta, length, population, mutation,
+                       crossover, pool_share, pool_size, generations, cfg.seed))
     if key not in _RING_A_BELL_PROMPTS:  # the search never queries the target: reuse it across targets
         _RING_A_BELL_PROMPTS[key] = _ring_a_bell_search(pipe, task, cfg, eta, length, population, mutation,
                                                         crossover, pool_share, pool_size, generations)

@@ -145,6 +145,8 @@ def write_pooled_report(out: str | Path, cfg) -> dict:
         "per_seed": {str(r["seed"]): {n: row["figures"] for n, row in r["models"].items()} for r in seeds},
         "timings": {str(r["seed"]): r.get("timings", {}) for r in seeds},
         "torch_num_threads": {str(r["seed"]): r["torch_num_threads"] for r in seeds if "torch_num_threads" in r},
+        "wall_seconds": {str(r["seed"]): r["wall_seconds"] for r in seeds if "wall_seconds" in r},
+        "num_workers": {str(r["seed"]): r["num_workers"] for r in seeds if "num_workers" in r},
         "attacks": _attacks_in(seeds),
         "curves": pool_curves(seeds),
         "title": f"duo-unlearn evaluation ({_model_name(seeds[0]['protocol'])})",
@@ -340,7 +342,12 @@ def timing_table(pooled: dict) -> list[list[str]]:
     for g in groups:
         rows.append([g] + [f"{sum(v for k, v in pooled['timings'][s].items() if group(k) == g) / 60:.1f}"
                            for s in seeds])
-    rows.append(["total"] + [f"{sum(pooled['timings'][s].values()) / 60:.1f}" for s in seeds])
+    rows.append(["total of the stages"] + [f"{sum(pooled['timings'][s].values()) / 60:.1f}" for s in seeds])
+    wall, workers = pooled.get("wall_seconds", {}), pooled.get("num_workers", {})
+    if wall:  # results from before these were recorded have neither
+        rows.append(["wall time, the seed's share of its run"] +
+                    [f"{wall[s] / 60:.1f}" if s in wall else "?" for s in seeds])
+        rows.append(["worker processes"] + [", ".join(map(str, workers.get(s, []))) or "?" for s in seeds])
     threads = pooled.get("torch_num_threads", {})
     if threads:  # results from before the count was recorded have none
         rows.append(["torch threads"] + [", ".join(map(str, threads.get(s, []))) or "?" for s in seeds])

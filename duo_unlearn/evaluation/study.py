@@ -5,14 +5,18 @@
 Per seed (each with its own pairs, training seed, prompts and attack seeds): make SDEdit
 pairs; train DUO at each β (and, if asked, without the regulariser), ESD-x and UCE; then put
 the base model and each unlearned model through the metric prompt groups and the attacks.
-Each seed writes ``seed-N/results.json`` after every model (an interrupted run resumes from
-there: finished models, trained LoRAs and attack results are reused when their settings
-and protocol match); then the report pools the seeds.
+These are tasks (``Task``): ``num_workers`` processes run them in parallel across models and
+seeds, each evaluation saving its figures and images under ``seed-N/evaluated/<model>/``; the
+main process merges each finished model into ``seed-N/results.json`` (an interrupted run
+resumes from there: finished models, evaluations, trained LoRAs and attack results are reused
+when their settings and protocol match); then the report pools the seeds.
 
-Where the time goes is in each results.json (``timings``). What is not recomputed: the base
-model's images (one generation per seed, shared by every comparison), the paraphrase control
-(the held-out metric group *is* that control: 1 − its concept rate), Ring-A-Bell's search
-(it never queries the target, so it runs once per seed), trained models and attack results.
+Where the time goes is in each results.json (``timings``: the stage sums, and ``wall_seconds``:
+the seed's share of the run's wall time). What is not recomputed: the base model's images (one
+generation per seed, shared by every comparison), the paraphrase control (the held-out metric
+group *is* that control: 1 − its concept rate), Ring-A-Bell's search (it never queries the
+target, so it runs once per seed, kept on disk for the seed's other models), trained models
+and attack results.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from duo_unlearn.evaluation.protocol import Protocol
 from duo_unlearn.io import atomic_write_json, atomic_write_text, file_digest
-from duo_unlearn.threads import threads_used
 from duo_unlearn.timing import StageTimer
 
 SCHEMA_VERSION = 2
@@ -82,14 +87,189 @@ def study_protocol(cfg) -> Protocol:
 
 
 def run_study(cfg) -> dict:
+    """Every seed's pairs, models and evaluations as tasks, run in ``cfg.num_workers`` processes
+    (or in this one), each seed's results merged as its models finish; then the pooled report."""
     from duo_unlearn.evaluation.report import write_pooled_report
 
     protocol = study_protocol(cfg)
     out = Path(cfg.output_dir)
-    for seed in cfg.run_seeds or cfg.seeds:
-        print(f"== seed {seed} ==", flush=True)
-        run_seed(cfg, seed, protocol, out / f"seed-{seed}")
+    seeds = [SeedRun(cfg, seed, protocol, out / f"seed-{seed}") for seed in cfg.run_seeds or cfg.seeds]
+    tasks = [t for run in seeds for t in run.tasks()]
+    started = time.perf_counter()
+    for task, outcome in run_tasks(tasks, cfg):
+        run = next(r for r in seeds if r.seed == task.seed)
+        run.record(task, outcome)
+    busy = [r for r in seeds if r.scheduled]
+    for run in busy:  # each seed's share of this run's wall time (workers overlap seeds)
+        run.finish(wall_share=(time.perf_counter() - started) / len(busy), num_workers=cfg.num_workers)
     return write_pooled_report(out, cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """One unit of the study a worker runs: ``pairs`` of a seed, ``train`` or ``evaluate`` of a model."""
+
+    kind: str
+    seed: int
+    spec: dict = dataclasses.field(default_factory=dict, compare=False, hash=False)
+    after: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}/{self.seed}/{self.spec.get('name', '')}"
+
+
+# evaluations first by their order in model_specs, seeds interleaved: two workers rarely search
+# Ring-A-Bell for the same seed at once (a search is remembered on disk for the seed's other models)
+_KIND_ORDER = {"pairs": 0, "train": 1, "evaluate": 2}
+
+
+def run_tasks(tasks: list[Task], cfg):
+    """Yield ``(task, outcome)`` as tasks finish, each started once its ``after`` tasks are done.
+    With one worker every task runs here, in order; with more, in a pool of processes, each at
+    ``cfg.num_threads`` threads. A task's figures do not depend on which process ran it or what
+    ran there before (tested: one worker and two give the same results.json figures)."""
+    names = {t.name for t in tasks}
+    ready_order = sorted(tasks, key=lambda t: (_KIND_ORDER[t.kind], _spec_rank(cfg, t), t.seed))
+    if cfg.num_workers <= 1:
+        for task in ready_order:  # dependencies come earlier in this order
+            yield task, run_task(cfg, task)
+        return
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    done: set[str] = set()
+    pending, running = list(ready_order), {}
+    with ProcessPoolExecutor(max_workers=cfg.num_workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_worker_init, initargs=(cfg.num_threads,)) as pool:
+        while pending or running:
+            for task in list(pending):
+                if len(running) >= cfg.num_workers:
+                    break
+                if all(a in done or a not in names for a in task.after):
+                    pending.remove(task)
+                    running[pool.submit(run_task, cfg, task)] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = running.pop(future)
+                done.add(task.name)
+                yield task, future.result()  # a failed task stops the study with its error
+
+
+def _spec_rank(cfg, task: Task) -> int:
+    return [s["name"] for s in model_specs(cfg)].index(task.spec["name"]) if task.spec else 0
+
+
+def _worker_init(num_threads: int) -> None:
+    from duo_unlearn.threads import pin_threads
+
+    pin_threads(num_threads)
+
+
+def run_task(cfg, task: Task) -> dict:
+    """Run one task (in whichever process); returns its stage timings and the thread count."""
+    import torch
+
+    folder = Path(cfg.output_dir) / f"seed-{task.seed}"
+    timer = StageTimer()
+    if task.kind == "pairs":
+        with timer("pairs"):
+            make_seed_pairs(cfg, task.seed, folder)
+    elif task.kind == "train":
+        with timer(f"train/{task.spec['name']}"):
+            train_model(task.spec, cfg, task.seed, folder / "pairs", folder / "models" / task.spec["name"],
+                        *_training_prompts(cfg, task.seed))
+    else:
+        evaluate_model(cfg, task.seed, task.spec, folder, timer)
+    return {"timings": timer.seconds, "threads": torch.get_num_threads()}
+
+
+class SeedRun:
+    """One seed's results.json: which tasks it still needs, and the merge of finished ones."""
+
+    def __init__(self, cfg, seed: int, protocol: Protocol, folder: Path) -> None:
+        self.cfg, self.seed, self.protocol, self.folder = cfg, seed, protocol, folder
+        self.path = folder / "results.json"
+        self.results = _resume(self.path, protocol, seed)
+        self.specs = model_specs(cfg)
+        self.scheduled: list[Task] = []
+        self.threads: set[int] = set()
+
+    def tasks(self) -> list[Task]:
+        todo = [s for s in self.specs if s["name"] not in self.results["models"]]
+        if not todo:
+            return []
+        tasks = []
+        trained = [s for s in self.specs[1:] if s in todo]
+        if trained:
+            tasks.append(Task("pairs", self.seed))
+            tasks += [Task("train", self.seed, s, after=(f"pairs/{self.seed}/",)) for s in trained]
+        base = self.specs[0]
+        for spec in todo + ([base] if base not in todo and not self._evaluated(base) else []):
+            if not self._evaluated(spec):
+                after = (f"train/{self.seed}/{spec['name']}",) if spec["method"] != "base" else ()
+                tasks.append(Task("evaluate", self.seed, spec, after=after))
+        self.scheduled = tasks
+        print(f"seed {self.seed}: {len(tasks)} tasks ({', '.join(t.name for t in tasks)})", flush=True)
+        return tasks
+
+    def _evaluated(self, spec: dict) -> bool:
+        return evaluated_figures(self.cfg, self.folder, spec, self.protocol.digest()) is not None
+
+    def record(self, task: Task, outcome: dict) -> None:
+        """Add a finished task's timings; merge every model whose evaluation and the base's are done."""
+        timings = self.results["timings"]
+        for stage, seconds in outcome["timings"].items():
+            timings[stage] = round(timings.get(stage, 0.0) + seconds, 2)
+        self.threads.add(outcome["threads"])
+        self._merge_ready()
+        self._write()
+
+    def _merge_ready(self) -> None:
+        from duo_unlearn.detectors import ShapeWorldDetector
+        from duo_unlearn.perceptual import ShapeWorldPerceptual
+        from duo_unlearn.world.scene import render_scene, sample_scenes
+
+        digest = self.protocol.digest()
+        base = evaluated_figures(self.cfg, self.folder, self.specs[0], digest)
+        todo = [s for s in self.specs if s["name"] not in self.results["models"]
+                and evaluated_figures(self.cfg, self.folder, s, digest) is not None]
+        if base is None or not todo:
+            return
+        metric = ShapeWorldPerceptual(ShapeWorldDetector())
+        reference = metric.embeddings([render_scene(s) for s in
+                                       sample_scenes(256, seed=self.seed + 31337, mark_probs=(1, 0, 0))])
+        base_images = evaluated_images(self.folder, "base")
+        self.results["prompts"] = _prompt_lists(self.cfg.num_eval_prompts, self.seed)
+        for spec in todo:
+            name = spec["name"]
+            saved = evaluated_figures(self.cfg, self.folder, spec, digest)
+            images = base_images if name == "base" else evaluated_images(self.folder, name)
+            row = model_row(spec, saved["figures"], images, base_images, metric, reference)
+            row["figures"].update(saved["attack_figures"])
+            row["curves"] = saved["curves"]
+            self.results["models"][name] = row
+            if self.seed == self.cfg.seeds[0]:
+                save_example_grids(self.folder.parent / "report", name, base_images, images)
+        order = [s["name"] for s in self.specs]
+        self.results["models"] = dict(sorted(self.results["models"].items(), key=lambda kv: order.index(kv[0])
+                                             if kv[0] in order else len(order)))
+
+    def _write(self) -> None:
+        order = ["pairs"] + [f"train/{s['name']}" for s in self.specs] + \
+            [k for s in self.specs for k in (f"generate/{s['name']}",
+                                              *(f"attack/{s['name']}/{a}" for a in self.cfg.attacks))]
+        timings = self.results["timings"]
+        self.results["timings"] = {k: timings[k] for k in sorted(timings, key=lambda k: order.index(k)
+                                                                 if k in order else len(order))}
+        self.results["torch_num_threads"] = sorted({*self.results.get("torch_num_threads", []), *self.threads})
+        atomic_write_json(self.path, self.results)
+
+    def finish(self, wall_share: float, num_workers: int) -> None:
+        """Record this run's share of the wall time and its worker count beside the stage sums."""
+        self.results["wall_seconds"] = round(self.results.get("wall_seconds", 0.0) + wall_share, 2)
+        self.results["num_workers"] = sorted({*self.results.get("num_workers", []), num_workers})
+        self._write()
 
 
 def _resume(path: Path, protocol: Protocol, seed: int) -> dict:
@@ -105,81 +285,128 @@ def _resume(path: Path, protocol: Protocol, seed: int) -> dict:
     return saved
 
 
-def run_seed(cfg, seed: int, protocol: Protocol, folder: Path) -> dict:
-    from duo_unlearn.attacks import shapeworld_task
+def make_seed_pairs(cfg, seed: int, folder: Path) -> None:
+    """The seed's SDEdit pairs (reused when already made), shared by every DUO model of the seed."""
     from duo_unlearn.demo import DemoConfig, unsafe_safe_prompts
     from duo_unlearn.detectors import ShapeWorldDetector
-    from duo_unlearn.lora import LORA_WEIGHTS_NAME
     from duo_unlearn.pairs import PairsConfig, make_pairs
-    from duo_unlearn.perceptual import ShapeWorldPerceptual
-    from duo_unlearn.pipelines import load_shapeworld
-    from duo_unlearn.world.quality import measure_world_figures
-    from duo_unlearn.world.scene import caption_pair, render_scene, sample_scenes
 
-    path = folder / "results.json"
-    results = _resume(path, protocol, seed)
-    specs = model_specs(cfg)
-    if all(s["name"] in results["models"] for s in specs):
-        return results
-    timer = StageTimer()
-    timer.seconds.update(results["timings"])
-    detector, close = ShapeWorldDetector(), ShapeWorldDetector(concept="plus")
-    metric = ShapeWorldPerceptual(detector)
-    pipe = load_shapeworld()
-
-    print("pairs ...", flush=True)
     unsafe_prompts, safe_prompts = unsafe_safe_prompts(cfg.num_pairs, seed + 17)
-    with timer("pairs"):
-        make_pairs(PairsConfig(output_dir=str(folder / "pairs"), unsafe_prompts=tuple(unsafe_prompts),
-                               safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs,
-                               strength=DemoConfig.strength, seed=seed), pipe=pipe, detector=detector)
+    make_pairs(PairsConfig(output_dir=str(folder / "pairs"), unsafe_prompts=tuple(unsafe_prompts),
+                           safe_prompts=tuple(safe_prompts), num_pairs=cfg.num_pairs,
+                           strength=DemoConfig.strength, seed=seed), pipe=_shared_pipe(), detector=ShapeWorldDetector())
+
+
+def _training_prompts(cfg, seed: int) -> tuple[list[str], list[str], list[str]]:
+    """UCE's erase, target and preserve prompts of the seed (ESD and DUO read the pairs)."""
+    from duo_unlearn.demo import unsafe_safe_prompts
+    from duo_unlearn.world.scene import caption_pair, sample_scenes
+
+    unsafe_prompts, safe_prompts = unsafe_safe_prompts(cfg.num_pairs, seed + 17)
     rng = random.Random(seed + 99)
     preserve = [caption_pair(s, rng)[0] for s in sample_scenes(16, seed=seed + 98, mark="plus")]
     preserve += [caption_pair(s, rng)[1] for s in sample_scenes(16, seed=seed + 97, mark="x")]
-    for spec in specs[1:]:
-        with timer(f"train/{spec['name']}"):
-            train_model(spec, cfg, seed, folder / "pairs", folder / "models" / spec["name"], unsafe_prompts[:16],
-                        safe_prompts[:16], preserve)
+    return unsafe_prompts[:16], safe_prompts[:16], preserve
 
-    steps = protocol.num_inference_steps
+
+_PIPE = None
+
+
+def _shared_pipe():
+    """ShapeWorld's pipeline, loaded once per process (an evaluation loads and unloads its LoRA)."""
+    global _PIPE
+    if _PIPE is None:
+        from duo_unlearn.pipelines import load_shapeworld
+
+        _PIPE = load_shapeworld()
+    return _PIPE
+
+
+_IMAGE_GROUPS = ("safe", "unsafe", "close")
+"""The metric groups a model's merge reads back (held-out serves only the paraphrase control)."""
+
+
+def evaluate_model(cfg, seed: int, spec: dict, folder: Path, timer: StageTimer) -> None:
+    """Generate the metric groups and run every attack on one model; the figures, attack figures
+    and images go to ``folder/evaluated/<name>/`` (figures.json last: its presence means done)."""
+    from duo_unlearn.attacks import shapeworld_task
+    from duo_unlearn.detectors import ShapeWorldDetector
+    from duo_unlearn.io import atomic_save_image
+    from duo_unlearn.world.quality import measure_world_figures
+
+    name, pipe = spec["name"], _shared_pipe()
+    detector, close = ShapeWorldDetector(), ShapeWorldDetector(concept="plus")
+    steps = cfg.resolved_inference_steps()
     task = shapeworld_task(max(cfg.num_attack_prompts, 8), seed=seed + 1000)
-    reference = metric.embeddings([render_scene(s) for s in
-                                   sample_scenes(256, seed=seed + 31337, mark_probs=(1, 0, 0))])
-    print("evaluate base ...", flush=True)
-    with timer("generate/base"):
-        base_figures, base_images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=seed,
-                                                          num_inference_steps=steps)
-    results["prompts"] = _prompt_lists(cfg.num_eval_prompts, seed)
-    for spec in specs:
-        name = spec["name"]
-        if name in results["models"]:
-            continue
-        print(f"evaluate {name} ...", flush=True)
-        lora = folder / "models" / name
-        if spec["method"] != "base":
-            pipe.load_lora_weights(str(lora), adapter_name="evaluated")
+    lora = _lora_digest(folder, spec)
+    if lora:
+        pipe.load_lora_weights(str(folder / "models" / name), adapter_name="evaluated")
+    try:
+        with timer(f"generate/{name}"):
+            figures, images = measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=seed,
+                                                    num_inference_steps=steps)
+        curves: dict = {}
+        with _remembered_ring_a_bell_searches(folder / "ring-a-bell-searches.json"):
+            attack_figs = attack_figures(pipe, detector, task, cfg, name, seed, steps, folder, timer,
+                                         heldout_images=images["heldout"], extra_settings=lora or {},
+                                         curves=curves)
+    finally:
+        if lora:
+            pipe.unload_lora_weights()
+    out = folder / "evaluated" / name
+    for group in _IMAGE_GROUPS:
+        for i, image in enumerate(images[group]):
+            atomic_save_image(image, out / group / f"{i:04d}.png")
+    atomic_write_json(out / "figures.json", {
+        "protocol_hash": study_protocol(cfg).digest(), **(lora or {}),
+        "figures": {k: e.to_dict() for k, e in figures.items()}, "attack_figures": attack_figs, "curves": curves,
+        "counts": {g: len(images[g]) for g in _IMAGE_GROUPS}})
+
+
+def _lora_digest(folder: Path, spec: dict) -> dict:
+    from duo_unlearn.lora import LORA_WEIGHTS_NAME
+
+    if spec["method"] == "base":
+        return {}
+    return {"lora": file_digest(folder / "models" / spec["name"] / LORA_WEIGHTS_NAME)}
+
+
+def evaluated_figures(cfg, folder: Path, spec: dict, protocol_hash: str) -> dict | None:
+    """A model's saved evaluation, if made under this protocol from the LoRA now in its folder."""
+    path = folder / "evaluated" / spec["name"] / "figures.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("protocol_hash") != protocol_hash:
+        return None
+    if spec["method"] != "base":
         try:
-            with timer(f"generate/{name}"):
-                figures, images = (base_figures, base_images) if spec["method"] == "base" else \
-                    measure_world_figures(pipe, detector, close, cfg.num_eval_prompts, seed=seed,
-                                          num_inference_steps=steps)
-            row = model_row(spec, figures, images, base_images, metric, reference)
-            is_base = spec["method"] == "base"
-            digest = {} if is_base else {"lora": file_digest(lora / LORA_WEIGHTS_NAME)}
-            row["curves"] = {}
-            row["figures"].update(attack_figures(pipe, detector, task, cfg, name, seed, steps, folder, timer,
-                                                 heldout_images=images["heldout"], extra_settings=digest,
-                                                 curves=row["curves"]))
-        finally:
-            if spec["method"] != "base":
-                pipe.unload_lora_weights()
-        results["models"][name] = row
-        results["timings"] = timer.seconds
-        results["torch_num_threads"] = threads_used(results.get("torch_num_threads"))
-        atomic_write_json(path, results)
-        if seed == cfg.seeds[0]:
-            save_example_grids(folder.parent / "report", name, base_images, images)
-    return results
+            if saved.get("lora") != _lora_digest(folder, spec)["lora"]:
+                return None
+        except FileNotFoundError:
+            return None
+    return saved
+
+
+def evaluated_images(folder: Path, name: str) -> dict:
+    from duo_unlearn.io import load_image
+
+    saved = json.loads((folder / "evaluated" / name / "figures.json").read_text())
+    return {g: [load_image(folder / "evaluated" / name / g / f"{i:04d}.png") for i in range(n)]
+            for g, n in saved["counts"].items()}
+
+
+@contextmanager
+def _remembered_ring_a_bell_searches(path: Path):
+    """Ring-A-Bell's search never queries the target, so a seed searches once: what a process found
+    is kept in ``path`` for the seed's other models, whichever process evaluates them."""
+    from duo_unlearn.attacks.methods import load_ring_a_bell_searches, save_ring_a_bell_searches
+
+    load_ring_a_bell_searches(path)
+    try:
+        yield
+    finally:
+        save_ring_a_bell_searches(path)
 
 
 def _prompt_lists(n: int, seed: int) -> dict:
@@ -189,12 +416,13 @@ def _prompt_lists(n: int, seed: int) -> dict:
 
 
 def model_row(spec: dict, figures: dict, images: dict, base_images: dict, metric, reference) -> dict:
-    """Concept rates, preservation of safe and close-concept images, FID in detector space."""
+    """Concept rates (``figures``, as saved), preservation of safe and close-concept images, FID in
+    detector space."""
     from duo_unlearn.evaluation.metrics import fid, preservation
 
     prior, prior_samples = preservation(metric, base_images["safe"], images["safe"])
     close, close_samples = preservation(metric, base_images["close"], images["close"])
-    figs = {k: e.to_dict() for k, e in figures.items()}
+    figs = dict(figures)
     figs["prior_preservation"] = prior.to_dict()
     figs["close_concept_preservation"] = close.to_dict()
     figs["fid_detector_space"] = fid(metric.embeddings(images["safe"]), reference).to_dict()
