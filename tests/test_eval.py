@@ -59,8 +59,8 @@ def test_eval_writes_a_pooled_report_with_intervals(study):
     assert paraphrase.n == 2 * 4  # the held-out metric group of each seed is the paraphrase control
     md = (report / "index.md").read_text()
     for needed in ("success against the base model", "Per seed", "Wall time per stage", "Protocol (hash",
-                   pooled["protocol_hash"], "inside the noise", "control", "| torch threads | 1 | 1 |", "| worker processes | 2 | 2 |",
-                   "wall time, the seed's share of its run",
+                   pooled["protocol_hash"], "inside the noise", "control", "| torch threads | 1 | 1 |",
+                   "| worker processes | 2 | 2 |", "wall time, the seed's share of its run",
                    "across seeds [95 % t interval]", "the same by the across-seed interval", "apart across seeds too"):
         assert needed in md, needed
     for linked in ("grids/duo-b500_safe.png", "attacks/uce_ring-a-bell.png"):
