@@ -32,6 +32,8 @@ VARIANTS = {
                                                       "the preference",
     "configs/eval_robustness_negative_guidance_prompt.yaml": "negative guidance reversing the pair's unsafe "
                                                              "prompt's pull (AdvUnlearn's target), weight 100",
+    "configs/eval_robustness_token_adversary.yaml": "the study's robust DUO with token-space adversaries "
+                                                    "(4 learned input tokens per pair, through the text encoder)",
 }
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
            ("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
@@ -40,8 +42,9 @@ COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/clo
 MODEL = "duo-b500-robust"
 
 
-def frontier_rows(seed: int) -> tuple[list[list[str]], dict[str, Path]]:
-    """The table's rows (header first) and, per config, its seed's results file."""
+def frontier_rows(seed: int, out: Path = Path("docs/robustness")) -> tuple[list[list[str]], dict[str, Path]]:
+    """The table's rows (header first) and, per config, its seed's results file: the run's own, or
+    where the run is not on this machine, the copy an earlier run of this script kept in ``out``."""
     from duo_unlearn.configs import load_config
     from duo_unlearn.evaluation.config import EvalConfig
     from duo_unlearn.evaluation.report import format_figure
@@ -50,6 +53,9 @@ def frontier_rows(seed: int) -> tuple[list[list[str]], dict[str, Path]]:
     found = {}
     for config, label in VARIANTS.items():
         path = Path(load_config(EvalConfig, config).output_dir) / f"seed-{seed}" / "results.json"
+        kept = out / "variants" / f"{Path(config).stem}.seed-{seed}.json"
+        if not path.is_file() and kept.is_file():
+            path = kept
         if not path.is_file() or MODEL not in json.loads(path.read_text())["models"]:
             print(f"{config}: no {MODEL} in {path} yet; run `duo eval --config {config} --run-seeds {seed}`")
             continue
@@ -68,11 +74,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="docs/robustness")
     args = parser.parse_args()
-    rows, found = frontier_rows(args.seed)
     out = Path(args.out)
+    rows, found = frontier_rows(args.seed, out)
     (out / "variants").mkdir(parents=True, exist_ok=True)
     for config, path in found.items():
-        shutil.copyfile(path, out / "variants" / f"{Path(config).stem}.seed-{args.seed}.json")
+        kept = out / "variants" / f"{Path(config).stem}.seed-{args.seed}.json"
+        if path.resolve() != kept.resolve():
+            shutil.copyfile(path, kept)
     text = "\n".join([f"# Robust DUO against the white-box attacks: what was tried (seed {args.seed})", "",
                       "Each row trains robust DUO on the same pairs with one change; the same prompts, seeds and "
                       "attack seeds measure it. Rates: value [95 % Wilson interval]; preservation: bootstrap "

@@ -71,6 +71,15 @@ class DUOConfig:
     """Where the adversarial conditioning starts: the empty prompt's encoding, or (with
     ``adversary_per_pair``) each pair's unsafe prompt's, the sentence-shaped region with the
     concept named where the text attacks and the inversions' ``<concept>`` prompts search."""
+    adversary_space: Literal["conditioning", "tokens"] = "conditioning"
+    """Where the adversary searches: 'conditioning', the text hidden states the denoiser attends to
+    (free, beyond what any prompt reaches); or 'tokens', ``adversary_tokens`` input-token vectors
+    per adversary passed through the frozen text encoder, the geometry in which Concept Inversion
+    and the adaptive inversion search (SD 1.x/2.x and ShapeWorld: one text encoder). Token
+    adversaries start at the filler prompt "a a a a" ('empty') or at the first tokens of their
+    pair's unsafe prompt ('unsafe_prompt')."""
+    adversary_tokens: int = 4
+    """Token-space adversary: learned tokens per adversary (the adaptive inversion uses 4)."""
     adversarial_steps: int = 2
     """Descent steps on the adversarial conditioning per training step (each one forward and
     backward of the denoiser on the unsafe half of the batch)."""
@@ -225,6 +234,8 @@ class DUOConfig:
         if self.negative_guidance_target != "adversary" and self.adversarial_objective != "negative_guidance":
             raise ValueError("DUOConfig.negative_guidance_target is used only with "
                              "adversarial_objective: negative_guidance")
+        if self.adversary_tokens <= 0:
+            raise ValueError(f"DUOConfig.adversary_tokens must be positive, got {self.adversary_tokens}")
         if self.preservation_weight is not None and self.preservation_weight < 0:
             raise ValueError("DUOConfig.preservation_weight must be >= 0")
 

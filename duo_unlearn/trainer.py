@@ -91,7 +91,10 @@ class UnlearningTrainer:
         self.adversarial_embeds = None
         if cfg.method == "duo" and cfg.adversarial_conditioning:
             rows = len(self.dataset) if cfg.adversary_per_pair else 1
-            if cfg.adversary_init == "unsafe_prompt":
+            self.token_slots = None
+            if cfg.adversary_space == "tokens":
+                start = self._token_adversary_start(rows)
+            elif cfg.adversary_init == "unsafe_prompt":
                 start = self.family.encode_prompts(self.dataset.unsafe_prompts).hidden_states.detach().float()
             else:
                 start = self.null_cond.hidden_states[:1].detach().float().repeat(rows, 1, 1)
@@ -180,6 +183,27 @@ class UnlearningTrainer:
             safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
 
+    def _token_adversary_start(self, rows: int) -> torch.Tensor:
+        """(rows, k, dim) input-token vectors: the filler's, or each pair's unsafe prompt's first tokens."""
+        from duo_unlearn.attacks.text import TokenSlots
+
+        if self.family.name != "sd":
+            raise ValueError(f"DUOConfig.adversary_space='tokens' needs one text encoder (SD 1.x/2.x); "
+                             f"{type(self.pipe).__name__} has more: use adversary_space='conditioning'")
+        self.token_slots = TokenSlots(self.pipe, self.config.adversary_tokens)
+        start = self.token_slots.filler_vectors().repeat(rows, 1, 1)
+        if self.config.adversary_init == "unsafe_prompt":
+            table = self.pipe.text_encoder.get_input_embeddings().weight
+            for row, prompt in enumerate(self.dataset.unsafe_prompts):
+                ids = self.pipe.tokenizer(prompt, add_special_tokens=False).input_ids or [self.token_slots.filler_id]
+                start[row] = table[[ids[i % len(ids)] for i in range(self.config.adversary_tokens)]].detach().float()
+        return start
+
+    def _adversary_hidden_states(self, rows: torch.Tensor) -> torch.Tensor:
+        """The adversaries of ``rows`` as text hidden states (through the text encoder for tokens)."""
+        vectors = torch.index_select(self.adversarial_embeds, 0, rows)
+        return vectors if self.token_slots is None else self.token_slots.encode(vectors)
+
     def _adversarial_conditioning(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
                                   index: torch.Tensor | None = None) -> tuple[Conditioning, float]:
         """Move the persistent adversarial conditioning ``adversarial_steps`` Adam steps down the
@@ -201,7 +225,7 @@ class UnlearningTrainer:
             # index_select, not [rows]: a batch may draw a pair twice, and the backward of [rows]
             # sums such rows with parallel atomic adds on a multi-threaded CPU (different bits from
             # run to run); index_select's sums them in order, as one thread always did
-            cond = Conditioning(torch.index_select(self.adversarial_embeds, 0, rows).to(dtype), extra)
+            cond = Conditioning(self._adversary_hidden_states(rows).to(dtype), extra)
             pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
             per_sample = per_sample_mse(pred, target)
             (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, self.adversarial_embeds)
@@ -211,7 +235,9 @@ class UnlearningTrainer:
             self.adversarial_optimizer.step()
             self.adversarial_optimizer.zero_grad(set_to_none=True)
             error = per_sample.mean().item()
-        return Conditioning(self.adversarial_embeds.detach().index_select(0, rows).to(dtype), extra), error
+        with torch.no_grad():
+            final = self._adversary_hidden_states(rows)
+        return Conditioning(final.detach().to(dtype), extra), error
 
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """DUO's loss on one batch of pairs, and what to log.

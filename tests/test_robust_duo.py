@@ -47,9 +47,10 @@ def _recorded_step_loss(trainer):
     return loss, logs, calls, draws
 
 
-@pytest.mark.parametrize("adversarial_beta", [None, 20.0])
-def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
-    trainer = _trainer(_config(tmp_path, adversarial_beta=adversarial_beta))
+@pytest.mark.parametrize("adversarial_beta,space", [(None, "conditioning"), (20.0, "conditioning"), (None, "tokens")])
+def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta, space):
+    trainer = _trainer(_config(tmp_path, adversarial_beta=adversarial_beta, adversary_space=space,
+                               adversary_tokens=3))
     trainer.step()  # move the LoRA off zero so policy and reference differ
     loss, logs, calls, draws = _recorded_step_loss(trainer)
     cfg = trainer.config
@@ -62,6 +63,10 @@ def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta):
     null = trainer.null_cond.hidden_states[0]
     assert all(torch.equal(cond[i], null) for i in range(3 * n))
     adversary = trainer.adversarial_embeds.detach()[0]
+    if space == "tokens":  # 3 learned input tokens, through the text encoder
+        assert adversary.shape == (3, trainer.pipe.text_encoder.get_input_embeddings().embedding_dim)
+        with torch.no_grad():
+            adversary = trainer.token_slots.encode(adversary[None])[0]
     assert all(torch.equal(cond[i], adversary) for i in range(3 * n, 5 * n))
     assert not torch.equal(adversary, null)
 
@@ -134,8 +139,11 @@ def test_negative_guidance_target_needs_the_negative_guidance_objective(tmp_path
         _config(tmp_path, negative_guidance_target="unsafe_prompt")
 
 
-def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path):
-    trainer = _trainer(_config(tmp_path, adversarial_steps=1, adversarial_lr=5e-2))
+@pytest.mark.parametrize("space,drop", [("conditioning", 0.97), ("tokens", 0.985)])
+def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path, space, drop):
+    # tokens pass through the tiny random text encoder, which passes little of their change on
+    # (measured: 2.4 % lower after 30 steps, against 3 %+ for the conditioning itself)
+    trainer = _trainer(_config(tmp_path, adversarial_steps=1, adversarial_lr=5e-2, adversary_space=space))
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn((4, 4, 8, 8), generator=g)
     noise = torch.randn(x0.shape, generator=g)
@@ -143,7 +151,7 @@ def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path):
     x_t = trainer.family.add_noise(x0, noise, t)
     errors = [trainer._adversarial_conditioning(x_t, t, x0, noise)[1] for _ in range(30)]
     # a random tiny UNet listens little to its conditioning: a steady, not a large, decrease
-    assert errors[-1] < 0.97 * errors[0] and sorted(errors, reverse=True) == errors, errors
+    assert errors[-1] < drop * errors[0] and sorted(errors, reverse=True) == errors, errors
     assert all(p.grad is None for p in trainer.lora_params)  # the LoRA got no gradient from the adversary
 
 
@@ -218,3 +226,50 @@ def test_a_pair_drawn_twice_moves_its_adversary_the_same_way_every_time(tmp_path
         assert len(results) == 1
     finally:
         torch.set_num_threads(threads)
+
+
+def test_token_slots_encode_what_a_textual_inversion_prompt_encodes():
+    """A token adversary is something Concept Inversion can express: row i's hidden states equal
+    those of the prompt "<adv0> <adv1> <adv2>" with its vectors as the placeholders', bit for bit,
+    and the gradient reaches the vectors through the frozen text encoder."""
+    from duo_unlearn.attacks.text import Placeholders, TokenSlots, encode_ids, tokenize
+
+    pipe = tiny_sd_pipeline()
+    pipe.text_encoder.requires_grad_(False)
+    slots = TokenSlots(pipe, 3)
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    vectors = torch.nn.Parameter(table[torch.tensor([[5, 9, 14], [20, 3, 7]])].clone())
+    hidden = slots.encode(vectors)
+    for row in range(2):
+        with torch.no_grad(), Placeholders(pipe, 3, init=vectors[row]) as adv:
+            expected = encode_ids(pipe, tokenize(pipe, [adv.text]))
+        assert torch.equal(hidden[row], expected[0])
+    assert not torch.equal(hidden[0], hidden[1])
+    with torch.no_grad():  # the filler prompt itself when the vectors are the filler's
+        filler_prompt = encode_ids(pipe, tokenize(pipe, ["a a a"]))[0]
+        assert torch.equal(slots.encode(slots.filler_vectors()[None])[0], filler_prompt)
+    hidden.pow(2).sum().backward()
+    assert vectors.grad is not None and vectors.grad.abs().sum() > 0
+
+
+def test_token_adversaries_can_start_at_each_pairs_unsafe_prompt(tmp_path):
+    from duo_unlearn.pairs import PairDataset
+
+    data = random_pair_dataset()
+    prompts = ["a red circle with a black x", "a blue square, an x on it", "x", "a green triangle crossed out"]
+    data = PairDataset(data.unsafe, data.safe, prompts, ["safe"] * 4, data.records)
+    cfg = _config(tmp_path, adversary_per_pair=True, adversary_init="unsafe_prompt", adversary_space="tokens",
+                  adversary_tokens=2)
+    trainer = UnlearningTrainer(cfg, pipe=tiny_sd_pipeline(), dataset=data)
+    table = trainer.pipe.text_encoder.get_input_embeddings().weight.detach().float()
+    for row, prompt in enumerate(prompts):
+        ids = trainer.pipe.tokenizer(prompt, add_special_tokens=False).input_ids
+        assert torch.equal(trainer.adversarial_embeds.detach()[row], table[[ids[0], ids[1 % len(ids)]]])
+
+
+def test_token_adversary_is_refused_where_several_text_encoders_condition(tmp_path):
+    from duo_unlearn.testing import tiny_sdxl_pipeline
+
+    with pytest.raises(ValueError, match="adversary_space='tokens'"):
+        UnlearningTrainer(_config(tmp_path, adversary_space="tokens"), pipe=tiny_sdxl_pipeline(),
+                          dataset=random_pair_dataset())

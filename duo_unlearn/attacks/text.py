@@ -121,6 +121,44 @@ class Placeholders:
         return [int(vocab[i]) for i in self._nearest_rows(table)]
 
 
+class TokenSlots:
+    """``k`` token positions whose input embeddings are given per row, encoded through the text
+    encoder with gradients: the prompt ``"a a … a"`` (k fillers) with row ``i``'s vectors in place
+    of the fillers. Robust DUO's token-space adversary optimises such vectors; a row's hidden
+    states are exactly those of the prompt ``"<adv0> … <adv{k-1}>"`` under ``Placeholders``
+    holding the same vectors (tested), i.e. what a textual inversion of ``k`` tokens can say.
+    One text encoder with a start token (SD 1.x/2.x, ShapeWorld); anything else is refused."""
+
+    FILLER = "a"
+
+    def __init__(self, pipe, k: int) -> None:
+        self.pipe, self.k = pipe, k
+        self.ids = tokenize(pipe, [" ".join([self.FILLER] * k)])
+        filler = pipe.tokenizer(self.FILLER, add_special_tokens=False).input_ids
+        if len(filler) != 1 or self.ids[0, 1 : k + 1].tolist() != filler * k:
+            raise ValueError(f"token-space adversary: {type(pipe.tokenizer).__name__} does not put {k} "
+                             f"'{self.FILLER}' tokens after a start token; use the conditioning-space adversary")
+        self.filler_id = filler[0]
+
+    def filler_vectors(self) -> torch.Tensor:
+        """(k, dim): the filler's input embedding in every slot, the adversary's neutral start."""
+        emb = self.pipe.text_encoder.get_input_embeddings().weight
+        return emb[[self.filler_id] * self.k].detach().float()
+
+    def encode(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Hidden states for ``vectors`` (rows, k, dim), differentiable in ``vectors``."""
+        def put(module, args, output):
+            output = output.clone()
+            output[:, 1 : self.k + 1] = vectors.to(device=output.device, dtype=output.dtype)
+            return output
+
+        hook = self.pipe.text_encoder.get_input_embeddings().register_forward_hook(put)
+        try:
+            return encode_ids(self.pipe, self.ids.expand(len(vectors), -1))
+        finally:
+            hook.remove()
+
+
 @contextmanager
 def frozen(*modules) -> Iterator[None]:
     """requires_grad off for the duration (attacks learn inputs, never weights)."""

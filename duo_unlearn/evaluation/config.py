@@ -44,6 +44,10 @@ class EvalConfig:
     """Robust DUO: one adversarial conditioning per pair (see DUOConfig)."""
     adversary_init: Literal["empty", "unsafe_prompt"] = "empty"
     """Robust DUO: where each adversary starts, 'empty' or 'unsafe_prompt' (see DUOConfig)."""
+    adversary_space: Literal["conditioning", "tokens"] = "conditioning"
+    """Robust DUO: where the adversary searches, text hidden states or input tokens (see DUOConfig)."""
+    adversary_tokens: int = 4
+    """Robust DUO with adversary_space 'tokens': learned tokens per adversary."""
     adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0
@@ -180,8 +184,8 @@ class EvalConfig:
         if self.sneakyprompt_confirm_seeds < 0:
             raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
                              f"got {self.sneakyprompt_confirm_seeds}")
-        for name in ("num_attack_prompts", "images_per_prompt", "num_eval_prompts", "num_pairs", "train_steps",
-                     "train_batch_size", "esd_steps", "adversarial_steps"):
+        for name in ("adversary_tokens", "num_attack_prompts", "images_per_prompt", "num_eval_prompts", "num_pairs",
+                     "train_steps", "train_batch_size", "esd_steps", "adversarial_steps"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
 
