@@ -13,6 +13,8 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
   policy and the reference separately for unsafe, safe and noise inputs.
 - DUO robust: the demo's robust DUO (per-pair adversarial conditionings, 4 adversary steps,
   the preference under the adversary only): 4 more forward/backward passes on the unsafe half.
+- DUO robust, token adversary: the same with ``adversary_space: tokens`` (4 learned input tokens
+  per pair): each adversary step also runs the text encoder forward and backward.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust")
+VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_tokens")
 
 
 def demo_robust_settings() -> dict:
@@ -90,7 +92,9 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     images = torch.rand((n_pairs, 3, 64, 64), generator=g) * 2 - 1
     dataset = PairDataset(images, images.flip(-1), ["u"] * n_pairs, ["s"] * n_pairs,
                           [{"index": i} for i in range(n_pairs)])
-    robust = demo_robust_settings() if variant == "duo_robust" else {}
+    robust = demo_robust_settings() if variant.startswith("duo_robust") else {}
+    if variant == "duo_robust_tokens":
+        robust.update(adversary_space="tokens", adversary_tokens=4)
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
                     checkpointing_steps=0, **robust)
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
@@ -119,7 +123,7 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         trainer.optimizer.zero_grad(set_to_none=True)
 
     step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
-            "duo_naive": naive_step, "duo_robust": trainer.step}[variant]
+            "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_tokens": trainer.step}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -166,6 +170,7 @@ def main(argv=None) -> int:
         "(target <= 1.4; arithmetic floor 4/3: one extra no-grad forward)",
         f"- DUO naive / DUO cached = **{med['duo_naive'] / med['duo_cached']:.2f}**",
         f"- robust DUO / DUO cached = **{med['duo_robust'] / med['duo_cached']:.2f}** (4 adversary steps)",
+        f"- robust DUO, token adversary / robust DUO = **{med['duo_robust_tokens'] / med['duo_robust']:.2f}**",
         f"- {args.rounds} alternating rounds x {args.steps} timed steps after {args.warmup} warm-up steps, "
         "each variant in its own process; ratios are from this run only.",
         "",
