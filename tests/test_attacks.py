@@ -118,6 +118,32 @@ def test_ring_a_bell_reuses_its_search_only_for_the_same_text_encoder():
     assert len(methods._RING_A_BELL_PROMPTS) == cached + 1
 
 
+def test_ring_a_bell_searches_saved_by_one_process_are_reused_by_another(tmp_path, monkeypatch):
+    """The study's evaluations run in several processes: a search saved to disk is read back as
+    exactly what the search returned (prompts, distances, curve checkpoints), so another process
+    renders the same prompts without searching again."""
+    from duo_unlearn.attacks import methods
+
+    monkeypatch.setattr(methods, "_RING_A_BELL_PROMPTS", {})
+    pipe = tiny_sd_pipeline()
+    cfg = AttackConfig(method="ring-a-bell", num_prompts=1, images_per_prompt=1, num_inference_steps=2, budget=20)
+    first = methods.ring_a_bell(pipe, RedDetector(), _task(), cfg, population=8, length=4)
+    searched = dict(methods._RING_A_BELL_PROMPTS)
+    methods.save_ring_a_bell_searches(tmp_path / "searches.json")
+    monkeypatch.setattr(methods, "_RING_A_BELL_PROMPTS", {})  # a fresh process
+    methods.load_ring_a_bell_searches(tmp_path / "searches.json")
+    assert methods._RING_A_BELL_PROMPTS == searched and len(searched) == 1
+    (found, distances, at), = searched.values()
+    assert sorted(at) == [1, 4, 10] and all(isinstance(d, float) for d in distances)
+
+    def no_search(*args, **kwargs):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(methods, "_ring_a_bell_search", no_search)
+    again = methods.ring_a_bell(pipe, RedDetector(), _task(), cfg, population=8, length=4)
+    assert again.prompts == first.prompts and again.extra["curve"] == first.extra["curve"]
+
+
 def test_ring_a_bell_scores_each_distinct_candidate_once_with_the_bits_of_scoring_every_row(world_pipe):
     """The search's fitness remembers rows it has scored; the cache is exact only because a row's
     text encoding does not depend on its batch-mates, checked here at ShapeWorld's sizes."""
