@@ -144,9 +144,20 @@ def test_ring_a_bell_searches_saved_by_one_process_are_reused_by_another(tmp_pat
     assert again.prompts == first.prompts and again.extra["curve"] == first.extra["curve"]
 
 
-def test_ring_a_bell_scores_each_distinct_candidate_once_with_the_bits_of_scoring_every_row(world_pipe):
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_ring_a_bell_scores_each_distinct_candidate_once_with_the_bits_of_scoring_every_row(world_pipe, one_thread):
     """The search's fitness remembers rows it has scored; the cache is exact only because a row's
-    text encoding does not depend on its batch-mates, checked here at ShapeWorld's sizes."""
+    text encoding does not depend on its batch-mates, checked here at ShapeWorld's sizes on one
+    thread (the study's count). At two threads an AVX-512 Xeon encodes batches of 2-6 rows with
+    other roundings than a batch of 64, so there the cached search is reproducible run to run but
+    not bit-equal to scoring every row (CandidateScores' docstring)."""
     from duo_unlearn.attacks import methods
 
     pipe, gen = world_pipe, torch.Generator().manual_seed(0)

@@ -192,9 +192,11 @@ class CandidateScores:
 
     A population repeats most of its rows from one generation to the next (elites, converged
     children: ~25 distinct of 64 on ShapeWorld), so each distinct row is encoded once and
-    remembered. A row's encoding does not depend on its batch-mates (bit-identical on this
-    project's CPUs; tested), so the search takes the same path as scoring every row, at ~40 % of
-    the text-encoder passes."""
+    remembered, at ~40 % of the text-encoder passes. On one thread a row's encoding does not
+    depend on its batch-mates (tested), so the search takes the same path as scoring every row;
+    on two threads one of this project's CPUs (an AVX-512 Xeon) encodes batches of 2-6 rows with
+    other roundings than a batch of 64, so there the search is the same from run to run but may
+    differ from an every-row search in the last bits."""
 
     def __init__(self, pipe, target: torch.Tensor):
         self.pipe, self.target = pipe, target
