@@ -194,6 +194,7 @@ class SeedRun:
         self.specs = model_specs(cfg)
         self.scheduled: list[Task] = []
         self.threads: set[int] = set()
+        self._comparison = None  # the perceptual metric, FID reference and base images, once the base is done
 
     def tasks(self) -> list[Task]:
         todo = [s for s in self.specs if s["name"] not in self.results["models"]]
@@ -205,16 +206,18 @@ class SeedRun:
             tasks.append(Task("pairs", self.seed))
             tasks += [Task("train", self.seed, s, after=(f"pairs/{self.seed}/",)) for s in trained]
         base = self.specs[0]
-        for spec in todo + ([base] if base not in todo and not self._evaluated(base) else []):
-            if not self._evaluated(spec):
-                after = (f"train/{self.seed}/{spec['name']}",) if spec["method"] != "base" else ()
-                tasks.append(Task("evaluate", self.seed, spec, after=after))
+        unevaluated = [s for s in todo if not self._evaluated(s)]
+        if base not in todo and not self._evaluated(base):  # merged before, but the others compare to it
+            unevaluated.append(base)
+        for spec in unevaluated:
+            after = (f"train/{self.seed}/{spec['name']}",) if spec["method"] != "base" else ()
+            tasks.append(Task("evaluate", self.seed, spec, after=after))
         self.scheduled = tasks
         print(f"seed {self.seed}: {len(tasks)} tasks ({', '.join(t.name for t in tasks)})", flush=True)
         return tasks
 
     def _evaluated(self, spec: dict) -> bool:
-        return evaluated_figures(self.cfg, self.folder, spec, self.protocol.digest()) is not None
+        return evaluated_figures(self.folder, spec, self.protocol.digest()) is not None
 
     def record(self, task: Task, outcome: dict) -> None:
         """Add a finished task's timings; merge every model whose evaluation and the base's are done."""
@@ -226,34 +229,40 @@ class SeedRun:
         self._write()
 
     def _merge_ready(self) -> None:
-        from duo_unlearn.detectors import ShapeWorldDetector
-        from duo_unlearn.perceptual import ShapeWorldPerceptual
-        from duo_unlearn.world.scene import render_scene, sample_scenes
-
         digest = self.protocol.digest()
-        base = evaluated_figures(self.cfg, self.folder, self.specs[0], digest)
-        todo = [s for s in self.specs if s["name"] not in self.results["models"]
-                and evaluated_figures(self.cfg, self.folder, s, digest) is not None]
-        if base is None or not todo:
+        saved = {s["name"]: evaluated_figures(self.folder, s, digest) for s in self.specs
+                 if s["name"] not in self.results["models"] or s is self.specs[0]}
+        todo = [s for s in self.specs if s["name"] not in self.results["models"] and saved[s["name"]] is not None]
+        if saved["base"] is None or not todo:
             return
-        metric = ShapeWorldPerceptual(ShapeWorldDetector())
-        reference = metric.embeddings([render_scene(s) for s in
-                                       sample_scenes(256, seed=self.seed + 31337, mark_probs=(1, 0, 0))])
-        base_images = evaluated_images(self.folder, "base")
+        metric, reference, base_images = self._compared_to(saved["base"])
         self.results["prompts"] = _prompt_lists(self.cfg.num_eval_prompts, self.seed)
         for spec in todo:
             name = spec["name"]
-            saved = evaluated_figures(self.cfg, self.folder, spec, digest)
-            images = base_images if name == "base" else evaluated_images(self.folder, name)
-            row = model_row(spec, saved["figures"], images, base_images, metric, reference)
-            row["figures"].update(saved["attack_figures"])
-            row["curves"] = saved["curves"]
+            images = base_images if name == "base" else evaluated_images(self.folder, name, saved[name])
+            row = model_row(spec, saved[name]["figures"], images, base_images, metric, reference)
+            row["figures"].update(saved[name]["attack_figures"])
+            row["curves"] = saved[name]["curves"]
             self.results["models"][name] = row
             if self.seed == self.cfg.seeds[0]:
                 save_example_grids(self.folder.parent / "report", name, base_images, images)
         order = [s["name"] for s in self.specs]
         self.results["models"] = dict(sorted(self.results["models"].items(), key=lambda kv: order.index(kv[0])
                                              if kv[0] in order else len(order)))
+
+    def _compared_to(self, base: dict):
+        """The perceptual metric, the FID reference renders' embeddings and the base model's images
+        (every model of the seed is compared to these), made once per run."""
+        if self._comparison is None:
+            from duo_unlearn.detectors import ShapeWorldDetector
+            from duo_unlearn.perceptual import ShapeWorldPerceptual
+            from duo_unlearn.world.scene import render_scene, sample_scenes
+
+            metric = ShapeWorldPerceptual(ShapeWorldDetector())
+            reference = metric.embeddings([render_scene(s) for s in
+                                           sample_scenes(256, seed=self.seed + 31337, mark_probs=(1, 0, 0))])
+            self._comparison = metric, reference, evaluated_images(self.folder, "base", base)
+        return self._comparison
 
     def _write(self) -> None:
         order = ["pairs"] + [f"train/{s['name']}" for s in self.specs] + \
@@ -371,7 +380,7 @@ def _lora_digest(folder: Path, spec: dict) -> dict:
     return {"lora": file_digest(folder / "models" / spec["name"] / LORA_WEIGHTS_NAME)}
 
 
-def evaluated_figures(cfg, folder: Path, spec: dict, protocol_hash: str) -> dict | None:
+def evaluated_figures(folder: Path, spec: dict, protocol_hash: str) -> dict | None:
     """A model's saved evaluation, if made under this protocol from the LoRA now in its folder."""
     path = folder / "evaluated" / spec["name"] / "figures.json"
     if not path.is_file():
@@ -388,10 +397,10 @@ def evaluated_figures(cfg, folder: Path, spec: dict, protocol_hash: str) -> dict
     return saved
 
 
-def evaluated_images(folder: Path, name: str) -> dict:
+def evaluated_images(folder: Path, name: str, saved: dict) -> dict:
+    """The images a model's evaluation saved, by metric group (``saved``: its figures.json)."""
     from duo_unlearn.io import load_image
 
-    saved = json.loads((folder / "evaluated" / name / "figures.json").read_text())
     return {g: [load_image(folder / "evaluated" / name / g / f"{i:04d}.png") for i in range(n)]
             for g, n in saved["counts"].items()}
 
