@@ -484,6 +484,10 @@ class UnlearningTrainer:
                 merge_and_save(lambda: load_pipeline(cfg.pretrained_model), self.output_dir, self.output_dir / "merged")
             if cfg.push_to_hub:
                 logger.info("pushed %s to the hub as %s", self.output_dir, push_to_hub(cfg, self.output_dir))
+        # every process tears the group down together, after the main one has written: a rank
+        # that destroyed its gloo group while rank 0 was still saving once never exited
+        # (pytorch#75097: barrier, then destroy_process_group on every rank)
+        acc.wait_for_everyone()
         acc.end_training()
         return self.output_dir
 
