@@ -15,6 +15,8 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
   the preference under the adversary only): 4 more forward/backward passes on the unsafe half.
 - DUO robust, token adversary: the same with ``adversary_space: tokens`` (4 learned input tokens
   per pair): each adversary step also runs the text encoder forward and backward.
+- DUO robust, shared adversary: robust DUO with ``shared_adversary``: 4 more adversary steps
+  and the preference on 2 more row groups under the shared conditioning.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_tokens")
+VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_tokens", "duo_robust_shared")
 
 
 def demo_robust_settings() -> dict:
@@ -95,6 +97,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     robust = demo_robust_settings() if variant.startswith("duo_robust") else {}
     if variant == "duo_robust_tokens":
         robust.update(adversary_space="tokens", adversary_tokens=4)
+    if variant == "duo_robust_shared":
+        robust.update(shared_adversary=True)
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
                     checkpointing_steps=0, **robust)
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
@@ -123,7 +127,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         trainer.optimizer.zero_grad(set_to_none=True)
 
     step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
-            "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_tokens": trainer.step}[variant]
+            "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_tokens": trainer.step,
+            "duo_robust_shared": trainer.step}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -171,6 +176,7 @@ def main(argv=None) -> int:
         f"- DUO naive / DUO cached = **{med['duo_naive'] / med['duo_cached']:.2f}**",
         f"- robust DUO / DUO cached = **{med['duo_robust'] / med['duo_cached']:.2f}** (4 adversary steps)",
         f"- robust DUO, token adversary / robust DUO = **{med['duo_robust_tokens'] / med['duo_robust']:.2f}**",
+        f"- robust DUO, shared adversary / robust DUO = **{med['duo_robust_shared'] / med['duo_robust']:.2f}**",
         f"- {args.rounds} alternating rounds x {args.steps} timed steps after {args.warmup} warm-up steps, "
         "each variant in its own process; ratios are from this run only.",
         "",

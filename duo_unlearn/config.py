@@ -67,6 +67,14 @@ class DUOConfig:
     """Robust DUO: one adversarial conditioning per pair (each moved when its pair is drawn), instead
     of one shared by all: many conditionings, each reproducing its own unsafe image, cover more of
     the ways the concept can be asked for."""
+    shared_adversary: bool = False
+    """Robust DUO with ``adversary_per_pair``: also one adversary shared by all pairs, moved on every
+    batch, with its own preference term (same β and ``adversarial_weight``). The per-pair
+    adversaries each reproduce one image; the attacks that break robust DUO (the conditioning-space
+    probe, Concept Inversion) learn *one* conditioning for all concept images and run for
+    hundreds of steps. The shared adversary is that attack, run alongside training: it takes
+    ``adversarial_steps`` steps per training step (800 in 200 steps), always against the current
+    model. It starts at the empty prompt (the filler tokens in token space), as the probe does."""
     adversary_init: Literal["empty", "unsafe_prompt"] = "empty"
     """Where the adversarial conditioning starts: the empty prompt's encoding, or (with
     ``adversary_per_pair``) each pair's unsafe prompt's, the sentence-shaped region with the
@@ -91,6 +99,13 @@ class DUOConfig:
     """β of the preference under the adversarial conditioning (None: ``beta``). The preference
     saturates once the gap passes about 1/β; a smaller β keeps pushing the unsafe images' error
     up under the adversary after the larger β would have stopped."""
+    adversarial_twin_weight: float = 0.0
+    """Robust DUO: weight of a second term under each adversarial conditioning, the clean latent
+    the model infers from each noised unsafe image pulled onto its safe twin (``losses.
+    twin_regression_loss``, min-SNR-1 weights). The preference is met, and stops pushing, once
+    the unsafe image is denoised a little worse than its twin (at β 500, after ~20-60 steps on
+    ShapeWorld), which a longer inversion then undoes; this term is zero only where the model,
+    under the conditioning that best asks for the concept, draws the twin. 0 turns it off."""
     adversarial_objective: Literal["preference", "negative_guidance"] = "preference"
     """What robust DUO asks of the model under the adversarial conditioning: 'preference', DUO's
     (prefer the safe twin to the unsafe image); or 'negative_guidance', an absolute target that
@@ -234,6 +249,17 @@ class DUOConfig:
         if self.negative_guidance_target != "adversary" and self.adversarial_objective != "negative_guidance":
             raise ValueError("DUOConfig.negative_guidance_target is used only with "
                              "adversarial_objective: negative_guidance")
+        if self.shared_adversary and not (self.adversarial_conditioning and self.adversary_per_pair
+                                          and self.adversarial_objective == "preference"):
+            raise ValueError("DUOConfig.shared_adversary adds a shared adversary beside per-pair ones: it needs "
+                             "adversarial_conditioning: true, adversary_per_pair: true and "
+                             "adversarial_objective: preference")
+        if self.adversarial_twin_weight < 0:
+            raise ValueError(f"DUOConfig.adversarial_twin_weight must be >= 0, got {self.adversarial_twin_weight}")
+        if self.adversarial_twin_weight > 0 and not (self.adversarial_conditioning
+                                                     and self.adversarial_objective == "preference"):
+            raise ValueError("DUOConfig.adversarial_twin_weight acts under the adversarial conditioning: it needs "
+                             "adversarial_conditioning: true and adversarial_objective: preference")
         if self.adversary_tokens <= 0:
             raise ValueError(f"DUOConfig.adversary_tokens must be positive, got {self.adversary_tokens}")
         if self.preservation_weight is not None and self.preservation_weight < 0:

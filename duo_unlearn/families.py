@@ -89,6 +89,22 @@ class UNetFamily:
         """What the denoiser sees at the last timestep when nothing of an image is left."""
         return noise
 
+    def _alpha_sigma(self, t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        abar = self.noise_scheduler.alphas_cumprod.to(t.device)[t].view(-1, *([1] * (ndim - 1)))
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def predicted_x0(self, pred: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The clean latent the prediction implies: (x_t − σ·ε̂)/α, or α·x_t − σ·v̂."""
+        alpha, sigma = self._alpha_sigma(t, x_t.ndim)
+        if self.prediction_type == "v_prediction":
+            return alpha * x_t - sigma * pred
+        return (x_t - sigma * pred) / alpha
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio α²/σ² of each timestep, shape (batch,)."""
+        alpha, sigma = self._alpha_sigma(t, 1)
+        return (alpha / sigma).pow(2)
+
 
 class SDXLFamily(UNetFamily):
     """SDXL: two text encoders, pooled embeddings and (size, crop, target size) time ids."""
@@ -136,6 +152,15 @@ class RectifiedFlowFamily:
 
     def pure_noise_input(self, noise):
         return noise
+
+    def predicted_x0(self, pred, x_t, t):
+        """The clean latent the predicted velocity implies: x_t − σ·v̂ (what ``loss_space`` compares)."""
+        return x_t - self.sigmas(t, x_t.ndim).to(pred.dtype) * pred
+
+    def snr(self, t):
+        """Signal-to-noise ratio ((1 − σ)/σ)² of each timestep, shape (batch,)."""
+        sigma = self.sigmas(t, 1)
+        return ((1 - sigma) / sigma).pow(2)
 
 
 class SD3Family(RectifiedFlowFamily):

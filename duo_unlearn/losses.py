@@ -99,3 +99,15 @@ def esd_loss(model_pred_concept: torch.Tensor, ref_pred_uncond: torch.Tensor, re
     """ESD's loss: MSE between the model's concept-conditioned prediction and :func:`esd_target`."""
     target = esd_target(ref_pred_uncond, ref_pred_concept, eta).detach()
     return (_upcast(model_pred_concept) - _upcast(target)).pow(2).mean()
+
+
+def twin_regression_loss(model_x0_unsafe: torch.Tensor, x0_safe: torch.Tensor, snr: torch.Tensor,
+                         gamma: float = 1.0) -> torch.Tensor:
+    """Robust DUO's twin term: the clean latent the model infers from each *noised unsafe* image,
+    pulled onto the image's safe twin, ``mean(min(SNR, γ)·mse(x̂0, x0_safe))`` (min-SNR-γ weights,
+    Hang et al. 2023: x0-space error where there is little noise, ε-space error where there is
+    much, so neither end of the schedule dominates). Unlike the preference, which is met once the
+    unsafe image is denoised a little worse than its twin, this is zero only where the model turns
+    the unsafe image into the twin."""
+    weights = snr.to(torch.float32).clamp(max=gamma)
+    return (weights * per_sample_mse(model_x0_unsafe, x0_safe.detach())).mean()

@@ -31,7 +31,8 @@ from duo_unlearn.families import Conditioning, encode_latents, family_for, scale
 from duo_unlearn.hub import model_card, push_to_hub
 from duo_unlearn.io import atomic_dir, atomic_save_safetensors, atomic_write_json, atomic_write_text
 from duo_unlearn.lora import ADAPTER_STATE_NAME, adapters_disabled, add_lora, load_adapter_state_dict, save_lora
-from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss, per_sample_mse
+from duo_unlearn.losses import (duo_loss_terms, esd_loss, output_preservation_loss, per_sample_mse,
+                                 twin_regression_loss)
 
 logger = logging.getLogger(__name__)
 
@@ -88,18 +89,16 @@ class UnlearningTrainer:
         self.null_cond = self.family.encode_prompts([""]).to(acc.device)
         if cfg.method == "duo":
             self._cache_pairs()
-        self.adversarial_embeds = None
+        self.adversarial_embeds = self.shared_embeds = None
         if cfg.method == "duo" and cfg.adversarial_conditioning:
             rows = len(self.dataset) if cfg.adversary_per_pair else 1
             self.token_slots = None
-            if cfg.adversary_space == "tokens":
-                start = self._token_adversary_start(rows)
-            elif cfg.adversary_init == "unsafe_prompt":
-                start = self.family.encode_prompts(self.dataset.unsafe_prompts).hidden_states.detach().float()
-            else:
-                start = self.null_cond.hidden_states[:1].detach().float().repeat(rows, 1, 1)
+            start = self._adversary_start(rows, from_prompts=cfg.adversary_init == "unsafe_prompt")
             self.adversarial_embeds = torch.nn.Parameter(start.to(acc.device).clone())
             self.adversarial_optimizer = torch.optim.Adam([self.adversarial_embeds], lr=cfg.adversarial_lr)
+            if cfg.shared_adversary:
+                self.shared_embeds = torch.nn.Parameter(self._adversary_start(1, from_prompts=False).to(acc.device))
+                self.shared_optimizer = torch.optim.Adam([self.shared_embeds], lr=cfg.adversarial_lr)
         else:
             self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)
 
@@ -183,7 +182,15 @@ class UnlearningTrainer:
             safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
 
-    def _token_adversary_start(self, rows: int) -> torch.Tensor:
+    def _adversary_start(self, rows: int, from_prompts: bool) -> torch.Tensor:
+        """Where ``rows`` adversaries start: the empty prompt (the filler tokens), or each pair's unsafe prompt."""
+        if self.config.adversary_space == "tokens":
+            return self._token_adversary_start(rows, from_prompts)
+        if from_prompts:
+            return self.family.encode_prompts(self.dataset.unsafe_prompts).hidden_states.detach().float()
+        return self.null_cond.hidden_states[:1].detach().float().repeat(rows, 1, 1)
+
+    def _token_adversary_start(self, rows: int, from_prompts: bool) -> torch.Tensor:
         """(rows, k, dim) input-token vectors: the filler's, or each pair's unsafe prompt's first tokens."""
         from duo_unlearn.attacks.text import TokenSlots
 
@@ -192,51 +199,57 @@ class UnlearningTrainer:
                              f"{type(self.pipe).__name__} has more: use adversary_space='conditioning'")
         self.token_slots = TokenSlots(self.pipe, self.config.adversary_tokens)
         start = self.token_slots.filler_vectors().repeat(rows, 1, 1)
-        if self.config.adversary_init == "unsafe_prompt":
+        if from_prompts:
             table = self.pipe.text_encoder.get_input_embeddings().weight
             for row, prompt in enumerate(self.dataset.unsafe_prompts):
                 ids = self.pipe.tokenizer(prompt, add_special_tokens=False).input_ids or [self.token_slots.filler_id]
                 start[row] = table[[ids[i % len(ids)] for i in range(self.config.adversary_tokens)]].detach().float()
         return start
 
-    def _adversary_hidden_states(self, rows: torch.Tensor) -> torch.Tensor:
-        """The adversaries of ``rows`` as text hidden states (through the text encoder for tokens)."""
-        vectors = torch.index_select(self.adversarial_embeds, 0, rows)
+    def _adversary_hidden_states(self, rows: torch.Tensor, embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """The adversaries of ``rows`` (of ``embeds``, default the per-pair table) as text hidden
+        states (through the text encoder for tokens)."""
+        vectors = torch.index_select(self.adversarial_embeds if embeds is None else embeds, 0, rows)
         return vectors if self.token_slots is None else self.token_slots.encode(vectors)
 
     def _adversarial_conditioning(self, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor,
-                                  index: torch.Tensor | None = None) -> tuple[Conditioning, float]:
+                                  index: torch.Tensor | None = None, shared: bool = False
+                                  ) -> tuple[Conditioning, float]:
         """Move the persistent adversarial conditioning ``adversarial_steps`` Adam steps down the
         current model's denoising error on the unsafe images ``x0`` (noised to ``x_t``), and
         return it (detached) with the last error. With ``adversary_per_pair`` each pair has its own
-        conditioning (rows ``index`` of the table), else one is shared. Gradients reach the
-        conditioning only, never the LoRA. The error is summed over this process's rows and divided
-        by the global batch, and the gradients summed over processes: N processes x batch b move the
-        adversary as one process with batch N*b does."""
+        conditioning (rows ``index`` of the table), else one is shared; ``shared`` moves the
+        ``shared_adversary`` instead. Gradients reach the conditioning only, never the LoRA. The
+        error is summed over this process's rows and divided by the global batch, and the
+        gradients summed over processes: N processes x batch b move the adversary as one process
+        with batch N*b does."""
         cfg, fam, acc = self.config, self.family, self.accelerator
+        embeds, optimizer = ((self.shared_embeds, self.shared_optimizer) if shared
+                             else (self.adversarial_embeds, self.adversarial_optimizer))
         model = acc.unwrap_model(self.model)  # no DDP hooks: no parameter gradient is made here
         dtype = next(model.parameters()).dtype
         n = len(x_t)
         extra = self.null_cond.select([0] * n).extra
-        device = self.adversarial_embeds.device
-        rows = index.to(device) if cfg.adversary_per_pair else torch.zeros(n, dtype=torch.long, device=device)
+        device = embeds.device
+        per_pair = cfg.adversary_per_pair and not shared
+        rows = index.to(device) if per_pair else torch.zeros(n, dtype=torch.long, device=device)
         error = 0.0
         for _ in range(cfg.adversarial_steps):
             # index_select, not [rows]: a batch may draw a pair twice, and the backward of [rows]
             # sums such rows with parallel atomic adds on a multi-threaded CPU (different bits from
             # run to run); index_select's sums them in order, as one thread always did
-            cond = Conditioning(self._adversary_hidden_states(rows).to(dtype), extra)
+            cond = Conditioning(self._adversary_hidden_states(rows, embeds).to(dtype), extra)
             pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
             per_sample = per_sample_mse(pred, target)
-            (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, self.adversarial_embeds)
+            (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, embeds)
             if acc.num_processes > 1:
                 grad = acc.reduce(grad, "sum")
-            self.adversarial_embeds.grad = grad
-            self.adversarial_optimizer.step()
-            self.adversarial_optimizer.zero_grad(set_to_none=True)
+            embeds.grad = grad
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
             error = per_sample.mean().item()
         with torch.no_grad():
-            final = self._adversary_hidden_states(rows)
+            final = self._adversary_hidden_states(rows, embeds)
         return Conditioning(final.detach().to(dtype), extra), error
 
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -246,9 +259,12 @@ class UnlearningTrainer:
         empty or pair prompt, pure noise under the empty prompt (the regulariser) and, for robust
         DUO, (unsafe, safe) again under the adversarial conditioning (with the 'negative_guidance'
         objective, only the unsafe rows, and one more reference call on them: unconditional and, with
-        ``negative_guidance_target`` 'unsafe_prompt', under each pair's unsafe prompt). The
-        loss is ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·
-        duo(adversarial rows)``, the last term ``esd_loss`` under 'negative_guidance'."""
+        ``negative_guidance_target`` 'unsafe_prompt', under each pair's unsafe prompt), and with
+        ``shared_adversary`` (unsafe, safe) once more under the shared adversary. The loss is
+        ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·
+        duo(adversarial rows) [+ adversarial_weight·duo(shared adversary rows)] [+
+        adversarial_twin_weight·Σ twin_regression(each adversary's unsafe rows)]``, the third term
+        ``esd_loss`` under 'negative_guidance'."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
         index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
@@ -273,6 +289,12 @@ class UnlearningTrainer:
             inputs += [inputs[0]] if guided else [inputs[0], inputs[1]]
             timesteps += [t_unsafe] if guided else [t_unsafe, t_safe]
             conds += [adversarial] if guided else [adversarial, adversarial]
+        if self.shared_embeds is not None:  # (unsafe, safe) once more, under the shared adversary
+            shared, logs["shared_adversary_mse"] = self._adversarial_conditioning(inputs[0], t_unsafe, x0_unsafe,
+                                                                                  noise, shared=True)
+            inputs += [inputs[0], inputs[1]]
+            timesteps += [t_unsafe, t_safe]
+            conds += [shared, shared]
         x_t, t, cond = torch.cat(inputs), torch.cat(timesteps), Conditioning.cat(conds)
         dtype = next(self.model.parameters()).dtype
         pred = fam.predict(self.model, x_t.to(dtype), t, cond).float()
@@ -313,6 +335,18 @@ class UnlearningTrainer:
                 loss = loss + cfg.adversarial_weight * adv_terms.loss
                 logs.update({"adversarial_duo_loss": adv_terms.loss.item(),
                              "adversarial_implicit_acc": adv_terms.implicit_accuracy.item()})
+            if self.shared_embeds is not None:
+                shared_terms = preference(slice(first + 2 * n, first + 3 * n), slice(first + 3 * n, first + 4 * n),
+                                          cfg.adversarial_beta or cfg.beta)
+                loss = loss + cfg.adversarial_weight * shared_terms.loss
+                logs.update({"shared_adversary_duo_loss": shared_terms.loss.item(),
+                             "shared_adversary_implicit_acc": shared_terms.implicit_accuracy.item()})
+            if cfg.adversarial_twin_weight > 0:  # each adversary's unsafe rows, pulled onto the twins
+                starts = [first] + ([first + 2 * n] if self.shared_embeds is not None else [])
+                twin = sum(twin_regression_loss(fam.predicted_x0(pred[k:k + n], x_t[k:k + n], t_unsafe), x0_safe,
+                                                fam.snr(t_unsafe)) for k in starts)
+                loss = loss + cfg.adversarial_twin_weight * twin
+                logs["adversarial_twin_loss"] = twin.item()
         logs.update({
             "loss": loss.item(), "duo_loss": terms.loss.item(), "diff": terms.diff.mean().item(),
             "implicit_acc": terms.implicit_accuracy.item(), "preservation": preservation.item(),
@@ -510,10 +544,10 @@ class UnlearningTrainer:
         for pid, state in opt_state["state"].items():
             for key, value in state.items():
                 tensors[f"optimizer.{pid}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        if self.adversarial_embeds is not None:  # the persistent adversary resumes where it was
-            tensors["adversary.embeds"] = self.adversarial_embeds.detach()
-            for key, value in self.adversarial_optimizer.state_dict()["state"].get(0, {}).items():
-                tensors[f"adversary.optimizer.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        for prefix, embeds, optimizer in self._adversaries():  # persistent adversaries resume where they were
+            tensors[f"{prefix}.embeds"] = embeds.detach()
+            for key, value in optimizer.state_dict()["state"].get(0, {}).items():
+                tensors[f"{prefix}.optimizer.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
         with atomic_dir(folder) as tmp:
             save_lora(self.pipe, acc.unwrap_model(self.model), self.family.lora_component, tmp)
             atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
@@ -528,6 +562,15 @@ class UnlearningTrainer:
         self._prune_checkpoints()
         acc.wait_for_everyone()
         return folder
+
+    def _adversaries(self) -> list[tuple[str, torch.nn.Parameter, torch.optim.Optimizer]]:
+        """Robust DUO's persistent adversaries with their optimisers, under their checkpoint key prefix."""
+        found = []
+        if self.adversarial_embeds is not None:
+            found.append(("adversary", self.adversarial_embeds, self.adversarial_optimizer))
+        if self.shared_embeds is not None:
+            found.append(("shared_adversary", self.shared_embeds, self.shared_optimizer))
+        return found
 
     def _checkpoints(self) -> list[Path]:
         found = [p for p in self.output_dir.glob(f"{CHECKPOINT_PREFIX}*") if p.name[len(CHECKPOINT_PREFIX):].isdigit()]
@@ -578,15 +621,16 @@ class UnlearningTrainer:
                 _, pid, name = key.split(".", 2)
                 opt_state["state"].setdefault(int(pid), {})[name] = value
         self.optimizer.load_state_dict(opt_state)
-        if self.adversarial_embeds is not None:
-            if "adversary.embeds" not in tensors:
-                raise ValueError(f"{folder} was saved without adversarial_conditioning; resume with the same setting")
+        for prefix, embeds, optimizer in self._adversaries():
+            if f"{prefix}.embeds" not in tensors:
+                option = "shared_adversary" if prefix == "shared_adversary" else "adversarial_conditioning"
+                raise ValueError(f"{folder} was saved without {option}; resume with the same setting")
             with torch.no_grad():
-                self.adversarial_embeds.copy_(tensors["adversary.embeds"])
-            adv_state = self.adversarial_optimizer.state_dict()
-            adv_state["state"] = {0: {key[len("adversary.optimizer."):]: value for key, value in tensors.items()
-                                      if key.startswith("adversary.optimizer.")}}
-            self.adversarial_optimizer.load_state_dict(adv_state)
+                embeds.copy_(tensors[f"{prefix}.embeds"])
+            adv_state = optimizer.state_dict()
+            adv_state["state"] = {0: {key[len(f"{prefix}.optimizer."):]: value for key, value in tensors.items()
+                                      if key.startswith(f"{prefix}.optimizer.")}}
+            optimizer.load_state_dict(adv_state)
         sched_state = self.lr_scheduler.state_dict()
         sched_state.update(state["lr_scheduler"])
         self.lr_scheduler.load_state_dict(sched_state)

@@ -11,6 +11,7 @@ from duo_unlearn.losses import (
     esd_target,
     output_preservation_loss,
     per_sample_mse,
+    twin_regression_loss,
 )
 
 
@@ -76,3 +77,18 @@ def test_esd_target_and_loss():
     target = uncond - eta * (concept - uncond)
     assert torch.allclose(esd_target(uncond, concept, eta), target)
     assert abs(esd_loss(pred, uncond, concept, eta).item() - float(((pred - target) ** 2).mean())) < 1e-12
+
+
+def test_twin_regression_loss_is_the_min_snr_weighted_x0_error():
+    """mean over samples of min(SNR, γ)·mean((x̂0 − x0_twin)²), worked out sample by sample; the
+    twin is a fixed target (no gradient reaches it)."""
+    b, shape = 4, (2, 3, 3)
+    x0_hat, twin = _rand(b, *shape).requires_grad_(), _rand(b, *shape).requires_grad_()
+    snr = torch.tensor([400.0, 2.0, 0.5, 0.01], dtype=torch.float64)
+    for gamma, weights in ((1.0, [1.0, 1.0, 0.5, 0.01]), (5.0, [5.0, 2.0, 0.5, 0.01])):
+        expected = sum(w * float(((x0_hat[i] - twin[i]) ** 2).sum()) / x0_hat[i].numel()
+                       for i, w in enumerate(weights)) / b
+        got = twin_regression_loss(x0_hat, twin, snr, gamma)
+        assert got.ndim == 0 and abs(got.item() - expected) < 1e-6 * expected
+    got.backward()
+    assert twin.grad is None and x0_hat.grad is not None

@@ -84,6 +84,137 @@ def test_robust_step_loss_equals_its_formula(tmp_path, adversarial_beta, space):
                                rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("space", ["conditioning", "tokens"])
+def test_shared_adversary_step_loss_equals_its_formula(tmp_path, space):
+    """With ``shared_adversary`` the step moves the per-pair adversaries, then the shared one, and
+    adds a second preference on the same (unsafe, safe) rows under the shared conditioning."""
+    trainer = _trainer(_config(tmp_path, adversary_per_pair=True, shared_adversary=True, adversary_space=space,
+                               adversary_tokens=2, adversarial_beta=30.0))
+    trainer.step()
+    shared_before = trainer.shared_embeds.detach().clone()
+    loss, logs, calls, draws = _recorded_step_loss(trainer)
+    cfg = trainer.config
+    n = cfg.train_batch_size
+    # per-pair adversary steps, shared adversary steps, then one policy and one reference call
+    assert len(calls) == 2 * cfg.adversarial_steps + 2
+    (x, t, cond, pred), (_, _, ref_cond, ref) = calls[-2], calls[-1]
+    assert torch.equal(cond, ref_cond) and len(x) == 7 * n
+    assert not torch.equal(trainer.shared_embeds.detach(), shared_before)  # the step moved it
+    noise = draws[2]
+    u, s = slice(0, n), slice(n, 2 * n)
+    a_u, a_s, sh_u, sh_s = (slice(k * n, (k + 1) * n) for k in (3, 4, 5, 6))
+    for rows in (a_u, sh_u):
+        assert torch.equal(x[rows], x[u]) and torch.equal(t[rows], t[u])
+    for rows in (a_s, sh_s):
+        assert torch.equal(x[rows], x[s]) and torch.equal(t[rows], t[s])
+    shared = trainer.shared_embeds.detach()[0]
+    with torch.no_grad():
+        pairs = trainer._adversary_hidden_states(torch.arange(len(trainer.dataset)))
+        if space == "tokens":
+            shared = trainer.token_slots.encode(shared[None])[0]
+    assert all(torch.equal(cond[i], shared) for i in range(5 * n, 7 * n))
+    assert all(any(torch.equal(cond[i], p) for p in pairs) for i in range(3 * n, 5 * n))
+    assert not any(torch.equal(shared, p) for p in pairs)
+
+    def preference(p_u, r_u, p_s, r_s, beta):
+        diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
+        return -F.logsigmoid(-beta * diff).mean()
+
+    shared_term = preference(pred[sh_u], ref[sh_u], pred[sh_s], ref[sh_s], 30.0)
+    expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s], cfg.beta)
+                + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
+                + cfg.adversarial_weight * preference(pred[a_u], ref[a_u], pred[a_s], ref[a_s], 30.0)
+                + cfg.adversarial_weight * shared_term)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(logs["shared_adversary_duo_loss"], dtype=torch.float64), shared_term,
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("pipeline", ["sd-epsilon", "sd-v", "sd3", "flux"])
+def test_predicted_x0_inverts_the_noising_in_every_family(pipeline):
+    """The exact prediction (the noise, the velocity, or noise − x0 for flows) gives back x0, and
+    SNR falls with the timestep: what the twin term's x0 estimate and weights stand on."""
+    from duo_unlearn.families import family_for
+    from duo_unlearn.testing import tiny_flux_pipeline, tiny_sd3_pipeline
+
+    pipe = {"sd-epsilon": lambda: tiny_sd_pipeline(), "sd-v": lambda: tiny_sd_pipeline("v_prediction"),
+            "sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline}[pipeline]()
+    fam = family_for(pipe)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn((3, 4, 8, 8), generator=g), torch.randn((3, 4, 8, 8), generator=g)
+    t = torch.tensor([1, 400, 900])
+    x_t = fam.add_noise(x0, noise, t)
+    if pipeline == "sd-v":
+        exact = fam.noise_scheduler.get_velocity(x0, noise, t)
+    elif pipeline in ("sd3", "flux"):
+        exact = noise - x0
+    else:
+        exact = noise
+    torch.testing.assert_close(fam.predicted_x0(exact, x_t, t), x0, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(fam.predicted_x0(torch.zeros_like(exact), x_t, t), x0, atol=1e-2)
+    snr = fam.snr(t)
+    assert snr.shape == (3,) and snr[0] > 1 > snr[2] and snr[1] > snr[2]
+
+
+def test_twin_term_step_loss_equals_its_formula(tmp_path):
+    """With ``adversarial_twin_weight`` the loss gains, under each adversary (per pair and shared),
+    min(SNR, 1)·mse(x̂0 of the noised unsafe image, the safe twin's latent)."""
+    trainer = _trainer(_config(tmp_path, adversary_per_pair=True, shared_adversary=True,
+                               adversarial_twin_weight=0.3))
+    trainer.step()
+    latents, randn = [], trainer._sample_latents
+
+    def recording_latents(mean, std, index):
+        latents.append(randn(mean, std, index))
+        return latents[-1]
+
+    trainer._sample_latents = recording_latents
+    loss, logs, calls, draws = _recorded_step_loss(trainer)
+    cfg, fam = trainer.config, trainer.family
+    n = cfg.train_batch_size
+    (x, t, _, pred), (_, _, _, ref) = calls[-2], calls[-1]
+    noise, x0_safe = draws[2], latents[1]
+    abar = fam.noise_scheduler.alphas_cumprod[t[:n]].double().view(-1, 1, 1, 1)
+    u, s = slice(0, n), slice(n, 2 * n)
+
+    def preference(p_u, r_u, p_s, r_s, beta):
+        diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
+        return -F.logsigmoid(-beta * diff).mean()
+
+    def twin(rows):  # x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ against the twin, weighted by min(ᾱ/(1−ᾱ), 1)
+        x0_hat = (x[rows].double() - (1 - abar).sqrt() * pred[rows].double()) / abar.sqrt()
+        weights = (abar / (1 - abar)).clamp(max=1.0).flatten()
+        return (weights * _mse(x0_hat, x0_safe)).mean()
+
+    groups = [slice(k * n, (k + 1) * n) for k in range(7)]  # prompt u, s | noise | pair adv u, s | shared u, s
+    twins = twin(groups[3]) + twin(groups[5])
+    expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s], cfg.beta)
+                + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean()
+                + cfg.adversarial_weight * preference(pred[groups[3]], ref[groups[3]], pred[groups[4]],
+                                                      ref[groups[4]], cfg.beta)
+                + cfg.adversarial_weight * preference(pred[groups[5]], ref[groups[5]], pred[groups[6]],
+                                                      ref[groups[6]], cfg.beta)
+                + 0.3 * twins)
+    assert twins > 0
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(logs["adversarial_twin_loss"], dtype=torch.float64), twins,
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_twin_term_needs_the_adversarial_preference(tmp_path):
+    with pytest.raises(ValueError, match="adversarial_twin_weight"):
+        _config(tmp_path, adversarial_conditioning=False, adversarial_twin_weight=1.0)
+    with pytest.raises(ValueError, match="adversarial_twin_weight"):
+        _config(tmp_path, adversarial_objective="negative_guidance", adversarial_twin_weight=1.0)
+
+
+def test_shared_adversary_needs_per_pair_adversaries(tmp_path):
+    with pytest.raises(ValueError, match="shared_adversary"):
+        _config(tmp_path, shared_adversary=True)
+    with pytest.raises(ValueError, match="shared_adversary"):
+        _config(tmp_path, shared_adversary=True, adversary_per_pair=True, adversarial_objective="negative_guidance")
+
+
 @pytest.mark.parametrize("target", ["adversary", "unsafe_prompt"])
 def test_negative_guidance_step_loss_equals_its_formula(tmp_path, target):
     """Under 'negative_guidance' the adversarial term is ESD's target on the noised unsafe images:
@@ -155,14 +286,20 @@ def test_adversary_lowers_the_models_error_on_the_unsafe_images(tmp_path, space,
     assert all(p.grad is None for p in trainer.lora_params)  # the LoRA got no gradient from the adversary
 
 
-def test_robust_run_resumes_exactly(tmp_path):
-    full = _trainer(_config(tmp_path / "full", max_train_steps=4)).train()
-    _trainer(_config(tmp_path / "cut", max_train_steps=4, checkpointing_steps=2)).train()
+@pytest.mark.parametrize("shared", [False, True])
+def test_robust_run_resumes_exactly(tmp_path, shared):
+    kw = dict(adversary_per_pair=True, shared_adversary=True) if shared else {}
+    full = _trainer(_config(tmp_path / "full", max_train_steps=4, **kw)).train()
+    _trainer(_config(tmp_path / "cut", max_train_steps=4, checkpointing_steps=2, **kw)).train()
     torch.manual_seed(1234)  # a resumed process starts with another global RNG state
-    out = _trainer(_config(tmp_path / "cut", max_train_steps=4, checkpointing_steps=2,
-                           resume_from_checkpoint=str(tmp_path / "cut" / "out" / "checkpoint-2"))).train()
+    resumed = _trainer(_config(tmp_path / "cut", max_train_steps=4, checkpointing_steps=2, **kw,
+                               resume_from_checkpoint=str(tmp_path / "cut" / "out" / "checkpoint-2")))
+    out = resumed.train()
     a, b = load_file(full / LORA_WEIGHTS_NAME), load_file(out / LORA_WEIGHTS_NAME)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if shared:  # the checkpoint holds the shared adversary and its optimiser state
+        saved = load_file(tmp_path / "cut" / "out" / "checkpoint-2" / "trainer_state.safetensors")
+        assert {"shared_adversary.embeds", "shared_adversary.optimizer.exp_avg"} <= saved.keys()
 
 
 def test_per_pair_adversary_moves_only_the_drawn_pairs_conditionings(tmp_path):

@@ -48,6 +48,10 @@ class EvalConfig:
     """Robust DUO: where the adversary searches, text hidden states or input tokens (see DUOConfig)."""
     adversary_tokens: int = 4
     """Robust DUO with adversary_space 'tokens': learned tokens per adversary."""
+    shared_adversary: bool = False
+    """Robust DUO: also one adversary shared by all pairs, beside the per-pair ones (see DUOConfig)."""
+    adversarial_twin_weight: float = 0.0
+    """Robust DUO: weight of the twin regression under the adversaries (see DUOConfig); 0 is off."""
     adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0
@@ -172,7 +176,13 @@ class EvalConfig:
         if self.negative_guidance_target != "adversary" and self.adversarial_objective != "negative_guidance":
             raise ValueError("EvalConfig.negative_guidance_target is used only with "
                              "adversarial_objective: negative_guidance")
-        for name in ("adversarial_weight", "robust_prompt_preference_weight", "prompt_dropout"):
+        if self.shared_adversary and not (self.adversary_per_pair and self.adversarial_objective == "preference"):
+            raise ValueError("EvalConfig.shared_adversary adds a shared adversary beside per-pair ones: it needs "
+                             "adversary_per_pair: true and adversarial_objective: preference")
+        if self.adversarial_twin_weight > 0 and self.adversarial_objective != "preference":
+            raise ValueError("EvalConfig.adversarial_twin_weight needs adversarial_objective: preference")
+        for name in ("adversarial_weight", "robust_prompt_preference_weight", "prompt_dropout",
+                     "adversarial_twin_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"EvalConfig.{name} must be >= 0, got {getattr(self, name)}")
         if any(b <= 0 for b in (*self.betas, *self.robust_betas)):
