@@ -6,7 +6,7 @@
 
 Each variant config trains robust DUO on the study's pairs of one seed (the same pairs, prompts and
 attack seeds: a paired comparison) with one setting changed, and measures it under the two attacks
-the study's robust DUO fails. This script puts the robust model of every finished config in one
+the study's robust DUO fails (and, where the config asks, the conditioning-space probe). This script puts the robust model of every finished config in one
 table (rates with their n and Wilson interval, preservation with its bootstrap interval), writes
 it to docs/robustness/frontier.md and copies each config's results to docs/robustness/variants/.
 """
@@ -34,11 +34,18 @@ VARIANTS = {
                                                              "prompt's pull (AdvUnlearn's target), weight 100",
     "configs/eval_robustness_token_adversary.yaml": "the study's robust DUO with token-space adversaries "
                                                     "(4 learned input tokens per pair, through the text encoder)",
+    "configs/eval_robustness_token_adversary_400_steps.yaml": "adversarial β 150, weight 6.67, λ 2e7 (4×), 400 "
+                                                              "training steps, token-space adversaries",
+    "configs/eval_robustness_twin_term.yaml": "the study's robust DUO plus the twin term under each adversary "
+                                              "(weight 10)",
+    "configs/eval_robustness_shared_adversary.yaml": "the study's robust DUO plus one adversary shared by all "
+                                                     "pairs (the probe's and Concept Inversion's shape)",
 }
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
            ("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
            ("dsr/paraphrase", "DSR paraphrase", ".2f"), ("dsr/concept-inversion", "DSR Concept Inversion", ".2f"),
-           ("dsr/adaptive-inversion", "DSR adaptive inversion", ".2f")]
+           ("dsr/adaptive-inversion", "DSR adaptive inversion", ".2f"),
+           ("dsr/embedding-probe", "DSR probe (diagnostic; not every variant ran it)", ".2f")]
 MODEL = "duo-b500-robust"
 
 
