@@ -38,6 +38,8 @@ VARIANTS = {
                                                               "training steps, token-space adversaries",
     "configs/eval_robustness_twin_term.yaml": "the study's robust DUO plus the twin term under each adversary "
                                               "(weight 10)",
+    "configs/eval_robustness_feed_forward_lora.yaml": "the study's robust DUO with its LoRA on the feed-forward "
+                                                      "layers too",
     "configs/eval_robustness_shared_adversary.yaml": "the study's robust DUO plus one adversary shared by all "
                                                      "pairs (the probe's and Concept Inversion's shape)",
 }

@@ -163,3 +163,31 @@ def test_sneakyprompt_confirmation_reaches_the_attack_its_cache_key_and_the_prot
             assert sneaky_settings["confirm_seeds"] == protocol["sneakyprompt"]["confirm_seeds"] == confirm
         else:
             assert "confirm_seeds" not in sneaky_settings and "confirm_seeds" not in protocol["sneakyprompt"]
+
+
+@pytest.mark.parametrize("asked", [{}, {"shared_adversary": True, "adversarial_twin_weight": 3.0,
+                                        "robust_lora_target_modules": ("to_q", "ff.net.2")}])
+def test_robust_options_reach_training_only_when_set(tmp_path, monkeypatch, asked):
+    """The study's robust DUO is trained with the variant's options, and a study that leaves them
+    unset asks for exactly what it asked before they existed (its trained models stay reusable)."""
+    import duo_unlearn.config
+    import duo_unlearn.pipelines
+    import duo_unlearn.trainer
+    from duo_unlearn.evaluation.study import train_model
+
+    seen = []
+    monkeypatch.setattr(duo_unlearn.trainer, "train", lambda config, pipe=None: seen.append(config))
+    monkeypatch.setattr(duo_unlearn.pipelines, "load_shapeworld", lambda: None)
+    cfg = EvalConfig(output_dir=str(tmp_path), robust_betas=(500.0,), **asked)
+    folder = tmp_path / "model"
+    train_model({"method": "duo", "beta": 500.0, "robust": True, "name": "duo-b500-robust"}, cfg, 1,
+                tmp_path / "pairs", folder, [], [], [])
+    (config,) = seen
+    assert config.adversarial_conditioning and config.adversary_per_pair
+    assert config.shared_adversary is asked.get("shared_adversary", False)
+    assert config.adversarial_twin_weight == asked.get("adversarial_twin_weight", 0.0)
+    default_targets = duo_unlearn.config.DUOConfig.__dataclass_fields__["lora_target_modules"].default
+    assert config.lora_target_modules == asked.get("robust_lora_target_modules", default_targets)
+    marker = json.loads((folder / "study_train_settings.json").read_text())
+    assert {"shared_adversary", "adversarial_twin_weight", "lora_target_modules"} & marker.keys() == \
+        ({"shared_adversary", "adversarial_twin_weight", "lora_target_modules"} if asked else set())

@@ -52,6 +52,9 @@ class EvalConfig:
     """Robust DUO: also one adversary shared by all pairs, beside the per-pair ones (see DUOConfig)."""
     adversarial_twin_weight: float = 0.0
     """Robust DUO: weight of the twin regression under the adversaries (see DUOConfig); 0 is off."""
+    robust_lora_target_modules: tuple[str, ...] | None = None
+    """Robust DUO: the modules its LoRA adapts (None: DUOConfig's default, the attention
+    projections), e.g. adding the feed-forward layers ``ff.net.0.proj`` and ``ff.net.2``."""
     adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0

@@ -521,6 +521,8 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                 settings["shared_adversary"] = True
             if cfg.adversarial_twin_weight:
                 settings["adversarial_twin_weight"] = cfg.adversarial_twin_weight
+            if cfg.robust_lora_target_modules:
+                settings["lora_target_modules"] = list(cfg.robust_lora_target_modules)
     elif spec["method"] == "esd":
         settings = dict(method="esd", esd_concept_prompt="a shape with a black x over it", esd_eta=1.0,
                         esd_variant="x", learning_rate=1e-3, lora_rank=8, lora_alpha=8, max_train_steps=cfg.esd_steps,
