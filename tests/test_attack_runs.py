@@ -35,3 +35,46 @@ def test_a_model_folder_without_weights_is_refused_before_any_attack(tmp_path):
     with pytest.raises(SystemExit):
         _module().main(["--model", f"m={tmp_path}", "--output-dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def _write_run(runs, out, name, seed, method, defended, n=48):
+    folder = runs.run_dir(out, name, seed) / method
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text(json.dumps({"defence_success_rate": defended / n, "num_images": n}))
+
+
+def test_the_study_instance_and_kept_runs_join_the_table_and_the_pairing(tmp_path):
+    """A model's study cell is one more instance; runs not on this machine come from the kept
+    counts; the paired table gives each instance's difference and their mean with a t interval."""
+    runs = _module()
+    out = tmp_path / "runs"
+    for seed, defended in ((1, 12), (2, 24)):  # the variant's runs, on disk
+        _write_run(runs, out, "variant", seed, "concept-inversion", defended)
+    kept = {"reference": {"run 1": {"concept-inversion": [6, 48]}, "run 2": {"concept-inversion": [12, 48]}}}
+    studies = {"variant": {"concept-inversion": (36, 48)}, "reference": {"concept-inversion": (24, 48)}}
+    models = {"variant": "unused", "reference": "unused"}
+    rows = runs.summary_rows(models, [1, 2], out, kept, studies)
+    assert rows[0][2:5] == ["study's instance", "run 1", "run 2"]
+    assert [r[:2] for r in rows[1:]] == [["variant", "concept-inversion"], ["reference", "concept-inversion"]]
+    assert rows[1][2].startswith("0.75 ") and rows[1][3].startswith("0.25 ") and rows[2][3].startswith("0.12 ")
+    assert rows[1][5].endswith("(n = 3)") and rows[1][5].startswith("0.50 ")
+    # the runs found on disk were recorded for the next machine
+    assert kept["variant"] == {"run 1": {"concept-inversion": [12, 48]}, "run 2": {"concept-inversion": [24, 48]}}
+    paired = runs.paired_rows(models, [1, 2], out, kept, studies, "reference")
+    assert len(paired) == 2
+    # differences 0.75 − 0.5, 0.25 − 0.125, 0.5 − 0.25: mean 0.2083, sd 0.0722, t(0.975, 2) = 4.3027
+    assert paired[1][:3] == ["variant", "concept-inversion", "+0.25 / +0.12 / +0.25"]
+    assert paired[1][3] == "+0.21 [+0.03, +0.39] (n = 3)"
+
+
+def test_a_kept_model_needs_no_weights_but_an_unknown_study_model_is_refused(tmp_path):
+    runs = _module()
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps({"old": {"run 1": {"concept-inversion": [24, 48]}}}))
+    report = tmp_path / "report.md"
+    assert runs.main(["--model", f"old={tmp_path / 'gone'}", "--seeds", "1", "--kept", str(kept),
+                      "--report", str(report), "--output-dir", str(tmp_path / "out")]) == 0
+    assert "| old | concept-inversion | 0.50 [0.36, 0.64] |" in report.read_text()
+    with pytest.raises(SystemExit):
+        runs.main(["--model", f"old={tmp_path / 'gone'}", "--study", f"other={kept}", "--kept", str(kept),
+                   "--report", str(report)])
