@@ -6,9 +6,10 @@
 
 Each variant config trains robust DUO on the study's pairs of one seed (the same pairs, prompts and
 attack seeds: a paired comparison) with one setting changed, and measures it under the two attacks
-the study's robust DUO fails (and, where the config asks, the conditioning-space probe). This script puts the robust model of every finished config in one
-table (rates with their n and Wilson interval, preservation with its bootstrap interval), writes
-it to docs/robustness/frontier.md and copies each config's results to docs/robustness/variants/.
+the study's robust DUO fails (and, where the config asks, the conditioning-space probe). This
+script puts the robust model of every finished config in one table (rates with their n and Wilson
+interval, preservation with its bootstrap interval), writes it to docs/robustness/frontier.md and
+copies each config's results to docs/robustness/variants/.
 """
 
 from __future__ import annotations

@@ -31,8 +31,7 @@ from duo_unlearn.families import Conditioning, encode_latents, family_for, scale
 from duo_unlearn.hub import model_card, push_to_hub
 from duo_unlearn.io import atomic_dir, atomic_save_safetensors, atomic_write_json, atomic_write_text
 from duo_unlearn.lora import ADAPTER_STATE_NAME, adapters_disabled, add_lora, load_adapter_state_dict, save_lora
-from duo_unlearn.losses import (duo_loss_terms, esd_loss, output_preservation_loss, per_sample_mse,
-                                 twin_regression_loss)
+from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss, per_sample_mse, twin_regression_loss
 
 logger = logging.getLogger(__name__)
 
