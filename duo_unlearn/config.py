@@ -104,7 +104,7 @@ class DUOConfig:
     the model infers from each noised unsafe image pulled onto its safe twin (``losses.
     twin_regression_loss``, min-SNR-1 weights). The preference is met, and stops pushing, once
     the unsafe image is denoised a little worse than its twin (at β 500, after ~20-60 steps on
-    ShapeWorld), which a longer inversion then undoes; this term is zero only where the model,
+    ShapeWorld), which a longer inversion then undoes; this term keeps pulling until the model,
     under the conditioning that best asks for the concept, draws the twin. 0 turns it off."""
     adversarial_objective: Literal["preference", "negative_guidance"] = "preference"
     """What robust DUO asks of the model under the adversarial conditioning: 'preference', DUO's

@@ -107,7 +107,7 @@ def twin_regression_loss(model_x0_unsafe: torch.Tensor, x0_safe: torch.Tensor, s
     pulled onto the image's safe twin, ``mean(min(SNR, γ)·mse(x̂0, x0_safe))`` (min-SNR-γ weights,
     Hang et al. 2023: x0-space error where there is little noise, ε-space error where there is
     much, so neither end of the schedule dominates). Unlike the preference, which is met once the
-    unsafe image is denoised a little worse than its twin, this is zero only where the model turns
-    the unsafe image into the twin."""
+    unsafe image is denoised a little worse than its twin, this keeps pulling until the model
+    turns the unsafe image into the twin."""
     weights = snr.to(torch.float32).clamp(max=gamma)
     return (weights * per_sample_mse(model_x0_unsafe, x0_safe.detach())).mean()
