@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 duo eval --config configs/eval_robustness.yaml --run-seeds 1
     OMP_NUM_THREADS=1 duo eval --config configs/eval_robustness_<variant>.yaml --run-seeds 1   # each variant
-    python benchmarks/robust_frontier.py [--seed 1]
+    python benchmarks/robust_frontier.py [--seed 1]   # seed 1: frontier.md; seed N: frontier_seed-N.md
 
 Each variant config trains robust DUO on the study's pairs of one seed (the same pairs, prompts and
 attack seeds: a paired comparison) with one setting changed, and measures it under the two attacks
@@ -44,6 +44,7 @@ VARIANTS = {
     "configs/eval_robustness_shared_adversary.yaml": "the study's robust DUO plus one adversary shared by all "
                                                      "pairs (the probe's and Concept Inversion's shape)",
 }
+STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
            ("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
            ("dsr/paraphrase", "DSR paraphrase", ".2f"), ("dsr/concept-inversion", "DSR Concept Inversion", ".2f"),
@@ -66,6 +67,9 @@ def frontier_rows(seed: int, out: Path = Path("docs/robustness")) -> tuple[list[
         kept = out / "variants" / f"{Path(config).stem}.seed-{seed}.json"
         if not path.is_file() and kept.is_file():
             path = kept
+        study = out / "seeds" / f"seed-{seed}.json"  # the committed robustness study, for its own config
+        if not path.is_file() and config == STUDY_CONFIG and study.is_file():
+            path = study
         if not path.is_file() or MODEL not in json.loads(path.read_text())["models"]:
             print(f"{config}: no {MODEL} in {path} yet; run `duo eval --config {config} --run-seeds {seed}`")
             continue
@@ -89,16 +93,17 @@ def main() -> None:
     (out / "variants").mkdir(parents=True, exist_ok=True)
     for config, path in found.items():
         kept = out / "variants" / f"{Path(config).stem}.seed-{args.seed}.json"
-        if path.resolve() != kept.resolve():
+        if out.resolve() not in path.resolve().parents:  # a run's own results: keep a copy beside the table
             shutil.copyfile(path, kept)
     text = "\n".join([f"# Robust DUO against the white-box attacks: what was tried (seed {args.seed})", "",
+                      f"Only the variants measured on this seed are listed (`--run-seeds {args.seed}`).", "",
                       "Each row trains robust DUO on the same pairs with one change; the same prompts, seeds and "
                       "attack seeds measure it. Rates: value [95 % Wilson interval]; preservation: bootstrap "
                       "over 64 prompts. Made by `python benchmarks/robust_frontier.py`. Each inversion cell is "
                       "one attack run (its images share one learned embedding), so its interval says nothing "
                       "of another run: `benchmarks/attack_runs.py` measures that (attack_runs.md).", "",
                       *markdown_table(rows), ""])
-    (out / "frontier.md").write_text(text)
+    (out / ("frontier.md" if args.seed == 1 else f"frontier_seed-{args.seed}.md")).write_text(text)
     print(text)
 
 
