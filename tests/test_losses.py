@@ -86,7 +86,7 @@ def test_twin_regression_loss_is_the_min_snr_weighted_x0_error():
     x0_hat, twin = _rand(b, *shape).requires_grad_(), _rand(b, *shape).requires_grad_()
     snr = torch.tensor([400.0, 2.0, 0.5, 0.01], dtype=torch.float64)
     for gamma, weights in ((1.0, [1.0, 1.0, 0.5, 0.01]), (5.0, [5.0, 2.0, 0.5, 0.01])):
-        expected = sum(w * float(((x0_hat[i] - twin[i]) ** 2).sum()) / x0_hat[i].numel()
+        expected = sum(w * float(((x0_hat[i] - twin[i]).detach() ** 2).sum()) / x0_hat[i].numel()
                        for i, w in enumerate(weights)) / b
         got = twin_regression_loss(x0_hat, twin, snr, gamma)
         assert got.ndim == 0 and abs(got.item() - expected) < 1e-6 * expected
