@@ -127,12 +127,12 @@ def paired_rows(models: dict[str, str], seeds: list[int], out: Path, kept: dict,
         if name == reference:
             continue
         for method in METHODS:
-            diffs = [(i, cell(name, method, i) - cell(reference, method, i)) for i in instances
-                     if cell(name, method, i) is not None and cell(reference, method, i) is not None]
+            pairs = [(cell(name, method, i), cell(reference, method, i)) for i in instances]
+            diffs = [a - b for a, b in pairs if a is not None and b is not None]
             if len(diffs) < 2:
                 continue
-            e = seed_mean([d for _, d in diffs])
-            rows.append([name, method, " / ".join(f"{d:+.2f}" for _, d in diffs),
+            e = seed_mean(diffs)
+            rows.append([name, method, " / ".join(f"{d:+.2f}" for d in diffs),
                          f"{e.value:+.2f} [{e.low:+.2f}, {e.high:+.2f}] (n = {len(diffs)})"])
     return rows
 

@@ -91,7 +91,7 @@ class UnlearningTrainer:
         self.adversarial_embeds = self.shared_embeds = None
         if cfg.method == "duo" and cfg.adversarial_conditioning:
             rows = len(self.dataset) if cfg.adversary_per_pair else 1
-            self.token_slots = None
+            self.token_slots = self._token_slots() if cfg.adversary_space == "tokens" else None
             start = self._adversary_start(rows, from_prompts=cfg.adversary_init == "unsafe_prompt")
             self.adversarial_embeds = torch.nn.Parameter(start.to(acc.device).clone())
             self.adversarial_optimizer = torch.optim.Adam([self.adversarial_embeds], lr=cfg.adversarial_lr)
@@ -181,9 +181,18 @@ class UnlearningTrainer:
             safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
 
+    def _token_slots(self):
+        """The token positions a token-space adversary fills (one text encoder only)."""
+        from duo_unlearn.attacks.text import TokenSlots
+
+        if self.family.name != "sd":
+            raise ValueError(f"DUOConfig.adversary_space='tokens' needs one text encoder (SD 1.x/2.x); "
+                             f"{type(self.pipe).__name__} has more: use adversary_space='conditioning'")
+        return TokenSlots(self.pipe, self.config.adversary_tokens)
+
     def _adversary_start(self, rows: int, from_prompts: bool) -> torch.Tensor:
         """Where ``rows`` adversaries start: the empty prompt (the filler tokens), or each pair's unsafe prompt."""
-        if self.config.adversary_space == "tokens":
+        if self.token_slots is not None:
             return self._token_adversary_start(rows, from_prompts)
         if from_prompts:
             return self.family.encode_prompts(self.dataset.unsafe_prompts).hidden_states.detach().float()
@@ -191,12 +200,6 @@ class UnlearningTrainer:
 
     def _token_adversary_start(self, rows: int, from_prompts: bool) -> torch.Tensor:
         """(rows, k, dim) input-token vectors: the filler's, or each pair's unsafe prompt's first tokens."""
-        from duo_unlearn.attacks.text import TokenSlots
-
-        if self.family.name != "sd":
-            raise ValueError(f"DUOConfig.adversary_space='tokens' needs one text encoder (SD 1.x/2.x); "
-                             f"{type(self.pipe).__name__} has more: use adversary_space='conditioning'")
-        self.token_slots = TokenSlots(self.pipe, self.config.adversary_tokens)
         start = self.token_slots.filler_vectors().repeat(rows, 1, 1)
         if from_prompts:
             table = self.pipe.text_encoder.get_input_embeddings().weight
