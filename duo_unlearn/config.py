@@ -119,6 +119,22 @@ class DUOConfig:
     which drives it where the reference was never trained: measured unstable, README), or
     'unsafe_prompt', each pair's unsafe prompt, as AdvUnlearn keeps the concept prompt in ESD's
     target while the adversary only changes the model's input: a target the adversary cannot move."""
+    retain_prompts: tuple[str, ...] = ()
+    """Prompts of what must not change: the close concept (beside nudity, 'a person in a swimsuit';
+    on ShapeWorld, the plus sign) and ordinary scenes. The base model draws each once per
+    ``retain_images_per_prompt`` seed at setup, before any adapter exists; every step a batch of
+    those images, noised at any timestep, must be predicted under its prompt as the frozen
+    reference predicts it (``retain_weight``). The paper's regulariser holds only pure noise under
+    the empty prompt; this holds the prompted paths a strong unlearning drags along (robust DUO
+    pushed hard loses plus signs with the X: README). Needs no data: the images are the base
+    model's own, written to ``output_dir/retain_images.png`` for inspection."""
+    retain_weight: float = 0.0
+    """Weight of the retain term, mean squared difference between the model's and the reference's
+    predictions on the noised retain images (0: off, the paper's recipe)."""
+    retain_images_per_prompt: int = 1
+    """Seeds per retain prompt."""
+    retain_num_inference_steps: int = 25
+    """Sampler steps of the base model's retain images (guidance 7.5, the pipeline's scheduler)."""
     prompt_preference_weight: float = 1.0
     """Weight of the preference term under the empty (or pair) prompt. With adversarial
     conditioning it may be 0: the preference then acts only where the model draws the concept,
@@ -217,6 +233,7 @@ class DUOConfig:
         self.uce_erase_prompts = tuple(self.uce_erase_prompts)
         self.uce_target_prompts = tuple(self.uce_target_prompts)
         self.uce_preserve_prompts = tuple(self.uce_preserve_prompts)
+        self.retain_prompts = tuple(self.retain_prompts)
         check_choices(self)
         if self.beta <= 0:
             raise ValueError(f"DUOConfig.beta must be positive, got {self.beta}")
@@ -262,6 +279,16 @@ class DUOConfig:
                              "adversarial_conditioning: true and adversarial_objective: preference")
         if self.adversary_tokens <= 0:
             raise ValueError(f"DUOConfig.adversary_tokens must be positive, got {self.adversary_tokens}")
+        if self.retain_weight < 0:
+            raise ValueError(f"DUOConfig.retain_weight must be >= 0, got {self.retain_weight}")
+        if self.retain_weight > 0 and not self.retain_prompts:
+            raise ValueError("DUOConfig.retain_weight > 0 needs retain_prompts: the prompts whose images must "
+                             "not change")
+        if self.retain_weight > 0 and self.method != "duo":
+            raise ValueError(f"DUOConfig.retain_weight is a term of DUO's loss; method {self.method!r} has none")
+        for name in ("retain_images_per_prompt", "retain_num_inference_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
         if self.preservation_weight is not None and self.preservation_weight < 0:
             raise ValueError("DUOConfig.preservation_weight must be >= 0")
 

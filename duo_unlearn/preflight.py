@@ -35,6 +35,7 @@ EVAL_SHAPEWORLD_ONLY = ("betas", "ablation_beta", "baselines", "base_learning_ra
 
 # settings of `duo train` that only one method reads
 _DUO_ONLY = ("pairs_dir", "base_preservation_weight", "preservation_weight", "pair_timestep", "use_prompts",
+             "retain_prompts", "retain_images_per_prompt", "retain_num_inference_steps",
              "prompt_dropout", "resolution")
 _ESD_ONLY = ("esd_concept_prompt", "esd_eta", "esd_variant")
 _UCE_ONLY = ("uce_erase_prompts", "uce_target_prompts", "uce_preserve_prompts", "uce_lambda")
@@ -232,6 +233,9 @@ def check_train(cfg, *, load_model: bool = True, load_pairs: bool = True) -> Non
     else:
         ignored = _UCE_ONLY + (_ESD_ONLY if cfg.method == "duo" else _DUO_ONLY + ("lora_target_modules",))
         warnings += ignored_settings(cfg, ignored, f"with --method {cfg.method}")
+        if cfg.method == "duo" and not cfg.retain_weight:
+            warnings += ignored_settings(cfg, ("retain_prompts", "retain_images_per_prompt",
+                                               "retain_num_inference_steps"), "without --retain-weight")
         if cfg.validation_prompts and not cfg.validation_steps:
             warnings.append("--validation-prompts is ignored without --validation-steps")
     if not cfg.push_to_hub:

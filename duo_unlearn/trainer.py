@@ -80,6 +80,8 @@ class UnlearningTrainer:
         if cfg.gradient_checkpointing:
             self.denoiser.enable_gradient_checkpointing()
 
+        if cfg.method == "duo" and cfg.retain_weight > 0:
+            self._cache_retain()  # drawn by the base model, before any adapter exists
         if cfg.method == "esd":
             targets = self._esd_target_modules()
         else:
@@ -149,6 +151,27 @@ class UnlearningTrainer:
         if cfg.use_prompts:
             self.safe_cond = self.family.encode_prompts(self.dataset.safe_prompts).to(acc.device)
 
+    def _cache_retain(self) -> None:
+        """The base model's own images of ``retain_prompts`` (fixed seeds from ``seed``), as VAE
+        posteriors like the pairs, with their prompts' conditioning; a grid of them for the user."""
+        import numpy as np
+
+        from duo_unlearn.sampling import generate
+
+        cfg, acc = self.config, self.accelerator
+        k = cfg.retain_images_per_prompt
+        prompts = [p for p in cfg.retain_prompts for _ in range(k)]
+        seeds = [cfg.seed * 1_000_003 + 7919 + i for i in range(len(prompts))]
+        size = {"height": cfg.resolution, "width": cfg.resolution} if cfg.resolution else {}
+        images = generate(self.pipe, prompts, seeds, num_inference_steps=cfg.retain_num_inference_steps, **size)
+        pixels = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
+        self.retain_mean, self.retain_std = encode_latents(self.pipe.vae, pixels.float() / 127.5 - 1)  # in [-1, 1]
+        self.retain_cond = self.family.encode_prompts(prompts).to(acc.device)
+        if acc.is_main_process:
+            from duo_unlearn.grids import save_grid
+
+            save_grid(self.output_dir / "retain_images.png", images, k, row_labels=list(cfg.retain_prompts))
+
     # ------------------------------------------------------------------ one step
     @property
     def _global_batch(self) -> int:
@@ -163,8 +186,11 @@ class UnlearningTrainer:
         z = mean[index] + std[index] * self._randn(mean.shape[1:]).to(mean.device)
         return scale_latents(self.pipe.vae, z).to(self.accelerator.device)
 
-    def _timesteps(self) -> torch.Tensor:
-        low, high = self.config.timestep_range
+    def _timesteps(self, low: int | None = None, high: int | None = None) -> torch.Tensor:
+        """This process's rows of one timestep draw for the global batch, from ``timestep_range``
+        unless [low, high) is given."""
+        if low is None:
+            low, high = self.config.timestep_range
         draw = torch.randint(low, high, (self._global_batch,), generator=self.generator)
         return draw[self.rows].to(self.accelerator.device)
 
@@ -265,8 +291,9 @@ class UnlearningTrainer:
         ``shared_adversary`` (unsafe, safe) once more under the shared adversary. The loss is
         ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·
         duo(adversarial rows) [+ adversarial_weight·duo(shared adversary rows)] [+
-        adversarial_twin_weight·Σ twin_regression(each adversary's unsafe rows)]``, the third term
-        ``esd_loss`` under 'negative_guidance'."""
+        adversarial_twin_weight·Σ twin_regression(each adversary's unsafe rows)] [+ retain_weight·
+        ‖ε_θ − ε_ref‖² on the noised retain images under their prompts, the last rows]``, the third
+        term ``esd_loss`` under 'negative_guidance'."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
         index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
@@ -297,6 +324,13 @@ class UnlearningTrainer:
             inputs += [inputs[0], inputs[1]]
             timesteps += [t_unsafe, t_safe]
             conds += [shared, shared]
+        if cfg.retain_weight > 0:  # the base model's retain images, noised at any timestep, under their prompts
+            pick = torch.randint(len(self.retain_mean), (self._global_batch,), generator=self.generator)[self.rows]
+            x0_retain = self._sample_latents(self.retain_mean, self.retain_std, pick)
+            t_retain = self._timesteps(0, fam.num_train_timesteps)
+            inputs.append(fam.add_noise(x0_retain, self._randn(x0_retain.shape[1:]), t_retain))
+            timesteps.append(t_retain)
+            conds.append(self.retain_cond.select(pick.cpu()))
         x_t, t, cond = torch.cat(inputs), torch.cat(timesteps), Conditioning.cat(conds)
         dtype = next(self.model.parameters()).dtype
         pred = fam.predict(self.model, x_t.to(dtype), t, cond).float()
@@ -349,6 +383,10 @@ class UnlearningTrainer:
                                                 fam.snr(t_unsafe)) for k in starts)
                 loss = loss + cfg.adversarial_twin_weight * twin
                 logs["adversarial_twin_loss"] = twin.item()
+        if cfg.retain_weight > 0:  # the last n rows
+            retain = output_preservation_loss(pred[-n:], ref[-n:])
+            loss = loss + cfg.retain_weight * retain
+            logs["retain"] = retain.item()
         logs.update({
             "loss": loss.item(), "duo_loss": terms.loss.item(), "diff": terms.diff.mean().item(),
             "implicit_acc": terms.implicit_accuracy.item(), "preservation": preservation.item(),

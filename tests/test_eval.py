@@ -166,7 +166,8 @@ def test_sneakyprompt_confirmation_reaches_the_attack_its_cache_key_and_the_prot
 
 
 @pytest.mark.parametrize("asked", [{}, {"shared_adversary": True, "adversarial_twin_weight": 3.0,
-                                        "robust_lora_target_modules": ("to_q", "ff.net.2")}])
+                                        "robust_lora_target_modules": ("to_q", "ff.net.2"),
+                                        "robust_retain_weight": 40.0}])
 def test_robust_options_reach_training_only_when_set(tmp_path, monkeypatch, asked):
     """The study's robust DUO is trained with the variant's options, and a study that leaves them
     unset asks for exactly what it asked before they existed (its trained models stay reusable)."""
@@ -181,13 +182,16 @@ def test_robust_options_reach_training_only_when_set(tmp_path, monkeypatch, aske
     cfg = EvalConfig(output_dir=str(tmp_path), robust_betas=(500.0,), **asked)
     folder = tmp_path / "model"
     train_model({"method": "duo", "beta": 500.0, "robust": True, "name": "duo-b500-robust"}, cfg, 1,
-                tmp_path / "pairs", folder, [], [], [])
+                tmp_path / "pairs", folder, [], [], ["a red square with a plus over it", "a blue circle"])
     (config,) = seen
     assert config.adversarial_conditioning and config.adversary_per_pair
     assert config.shared_adversary is asked.get("shared_adversary", False)
     assert config.adversarial_twin_weight == asked.get("adversarial_twin_weight", 0.0)
     default_targets = duo_unlearn.config.DUOConfig.__dataclass_fields__["lora_target_modules"].default
     assert config.lora_target_modules == asked.get("robust_lora_target_modules", default_targets)
+    assert config.retain_weight == asked.get("robust_retain_weight", 0.0)  # on the preserve prompts, UCE's
+    assert config.retain_prompts == (("a red square with a plus over it", "a blue circle") if asked else ())
     marker = json.loads((folder / "study_train_settings.json").read_text())
-    assert {"shared_adversary", "adversarial_twin_weight", "lora_target_modules"} & marker.keys() == \
-        ({"shared_adversary", "adversarial_twin_weight", "lora_target_modules"} if asked else set())
+    options = {"shared_adversary", "adversarial_twin_weight", "lora_target_modules", "retain_weight", "retain_prompts",
+               "retain_num_inference_steps"}
+    assert options & marker.keys() == (options if asked else set())

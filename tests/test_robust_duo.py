@@ -1,6 +1,7 @@
 """Robust DUO (``adversarial_conditioning``): the step's loss is its formula, the adversary
 finds conditionings that reproduce the unsafe images better, and a resumed run is exact."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -410,3 +411,63 @@ def test_token_adversary_is_refused_where_several_text_encoders_condition(tmp_pa
     with pytest.raises(ValueError, match="adversary_space='tokens'"):
         UnlearningTrainer(_config(tmp_path, adversary_space="tokens"), pipe=tiny_sdxl_pipeline(),
                           dataset=random_pair_dataset())
+
+
+@pytest.mark.parametrize("robust", [False, True])
+def test_retain_term_step_loss_equals_its_formula(tmp_path, robust):
+    """With ``retain_weight`` the step adds, on the last rows, the base model's retain images noised
+    at any timestep under their own prompts, and the loss gains retain_weight·‖ε_θ − ε_ref‖² there."""
+    prompts = ("a red square", "a blue circle with a plus over it")
+    trainer = _trainer(_config(tmp_path, adversarial_conditioning=robust, retain_prompts=prompts,
+                               retain_weight=5.0, retain_images_per_prompt=2, retain_num_inference_steps=3))
+    assert (tmp_path / "out" / "retain_images.png").is_file()
+    assert trainer.retain_mean.shape[0] == 4
+    trainer.step()
+    loss, logs, calls, draws = _recorded_step_loss(trainer)
+    cfg = trainer.config
+    n = cfg.train_batch_size
+    (x, _, cond, pred), (_, _, _, ref) = calls[-2], calls[-1]
+    rows = 5 * n if robust else 3 * n  # pairs (2n), pure noise (n), [adversary (2n)]
+    assert len(x) == rows + n
+    retain_conds = trainer.retain_cond.hidden_states
+    for row in cond[rows:]:  # each retain row is conditioned on one of the retain prompts
+        assert any(torch.equal(row, c) for c in retain_conds)
+    noise = draws[2]
+
+    def preference(p_u, r_u, p_s, r_s, beta):
+        diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
+        return -F.logsigmoid(-beta * diff).mean()
+
+    u, s = slice(0, n), slice(n, 2 * n)
+    expected = (cfg.prompt_preference_weight * preference(pred[u], ref[u], pred[s], ref[s], cfg.beta)
+                + cfg.preservation_weight * (pred[2 * n:3 * n].double() - ref[2 * n:3 * n].double()).pow(2).mean())
+    if robust:
+        a_u, a_s = slice(3 * n, 4 * n), slice(4 * n, 5 * n)
+        expected = expected + cfg.adversarial_weight * preference(pred[a_u], ref[a_u], pred[a_s], ref[a_s], cfg.beta)
+    retain = (pred[rows:].double() - ref[rows:].double()).pow(2).mean()
+    assert retain > 0
+    torch.testing.assert_close(loss.double(), expected + 5.0 * retain, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(logs["retain"], dtype=torch.float64), retain, rtol=1e-5, atol=1e-7)
+
+
+def test_retain_images_are_the_base_models_drawings_of_the_retain_prompts(tmp_path):
+    """The retain latents encode what the pipeline, without adapters, draws for each prompt and seed:
+    drawing them again with the same seeds gives the same posterior means."""
+    from duo_unlearn.families import encode_latents
+    from duo_unlearn.sampling import generate
+
+    prompts = ("a red square", "a green triangle")
+    trainer = _trainer(_config(tmp_path, adversarial_conditioning=False, retain_prompts=prompts, retain_weight=1.0,
+                               retain_num_inference_steps=3))
+    pipe = tiny_sd_pipeline()
+    seeds = [trainer.config.seed * 1_000_003 + 7919 + i for i in range(2)]
+    images = generate(pipe, list(prompts), seeds, num_inference_steps=3)
+    pixels = torch.from_numpy(np.stack([np.asarray(im) for im in images])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    mean, _ = encode_latents(pipe.vae, pixels)
+    torch.testing.assert_close(trainer.retain_mean, mean)
+    assert not torch.equal(trainer.retain_mean[0], trainer.retain_mean[1])
+
+
+def test_retain_weight_needs_retain_prompts(tmp_path):
+    with pytest.raises(ValueError, match="retain_prompts"):
+        _config(tmp_path, retain_weight=1.0)

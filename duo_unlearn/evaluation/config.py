@@ -52,6 +52,10 @@ class EvalConfig:
     """Robust DUO: also one adversary shared by all pairs, beside the per-pair ones (see DUOConfig)."""
     adversarial_twin_weight: float = 0.0
     """Robust DUO: weight of the twin regression under the adversaries (see DUOConfig); 0 is off."""
+    robust_retain_weight: float = 0.0
+    """Robust DUO: weight of the retain term (see DUOConfig.retain_weight) on the base model's images
+    of the seed's preserve prompts, the ones UCE is given (16 plus-sign prompts, 16 safe wordings);
+    never the metric groups' prompts. 0 is off."""
     robust_lora_target_modules: tuple[str, ...] | None = None
     """Robust DUO: the modules its LoRA adapts (None: DUOConfig's default, the attention
     projections), e.g. adding the feed-forward layers ``ff.net.0.proj`` and ``ff.net.2``."""
@@ -185,7 +189,7 @@ class EvalConfig:
         if self.adversarial_twin_weight > 0 and self.adversarial_objective != "preference":
             raise ValueError("EvalConfig.adversarial_twin_weight needs adversarial_objective: preference")
         for name in ("adversarial_weight", "robust_prompt_preference_weight", "prompt_dropout",
-                     "adversarial_twin_weight"):
+                     "adversarial_twin_weight", "robust_retain_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"EvalConfig.{name} must be >= 0, got {getattr(self, name)}")
         if any(b <= 0 for b in (*self.betas, *self.robust_betas)):

@@ -521,6 +521,9 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                 settings["shared_adversary"] = True
             if cfg.adversarial_twin_weight:
                 settings["adversarial_twin_weight"] = cfg.adversarial_twin_weight
+            if cfg.robust_retain_weight:
+                settings.update(retain_weight=cfg.robust_retain_weight, retain_prompts=list(preserve_prompts),
+                                retain_num_inference_steps=NUM_INFERENCE_STEPS)
             if cfg.robust_lora_target_modules:
                 settings["lora_target_modules"] = list(cfg.robust_lora_target_modules)
     elif spec["method"] == "esd":
