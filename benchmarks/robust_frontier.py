@@ -43,13 +43,24 @@ VARIANTS = {
                                                       "layers too",
     "configs/eval_robustness_shared_adversary.yaml": "the study's robust DUO plus one adversary shared by all "
                                                      "pairs (the probe's and Concept Inversion's shape)",
+    "configs/eval_robustness_retain_400_steps.yaml": "adversarial β 150, weight 6.67, λ 2e7 (4×), 400 training "
+                                                     "steps, retain term on the preserve prompts' images, weight 1e5",
+    "configs/eval_robustness_retain_1e4_400_steps.yaml": "the same, retain weight 1e4",
+    "configs/eval_robustness_retain_low_adversarial_beta_400_steps.yaml": "adversarial β 50, weight 20, λ 2e7 (4×), "
+                                                                          "400 training steps, retain weight 1e4",
+    "configs/eval_robustness_retain.yaml": "the study's robust DUO plus the retain term at 1e4, the study's whole "
+                                           "attack suite",
+    "configs/eval_robustness_token_adversary_full_suite.yaml": "token-space adversaries (as above), the study's "
+                                                               "whole attack suite",
 }
 STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
            ("prior_preservation", "preservation", ".3f"), ("close_concept_preservation", "close pres.", ".3f"),
            ("dsr/paraphrase", "DSR paraphrase", ".2f"), ("dsr/concept-inversion", "DSR Concept Inversion", ".2f"),
            ("dsr/adaptive-inversion", "DSR adaptive inversion", ".2f"),
-           ("dsr/embedding-probe", "DSR probe (diagnostic; not every variant ran it)", ".2f")]
+           ("dsr/embedding-probe", "DSR probe (diagnostic; not every variant ran it)", ".2f"),
+           ("dsr/ring-a-bell", "DSR Ring-A-Bell (where run)", ".2f"), ("dsr/sneakyprompt", "DSR SneakyPrompt", ".2f"),
+           ("dsr/unlearndiffatk", "DSR UnlearnDiffAtk", ".2f")]
 MODEL = "duo-b500-robust"
 
 
@@ -60,11 +71,16 @@ def frontier_rows(seed: int, out: Path = Path("docs/robustness")) -> tuple[list[
     from duo_unlearn.evaluation.config import EvalConfig
     from duo_unlearn.evaluation.report import format_figure
 
+    from duo_unlearn.evaluation.study import study_protocol
+
     rows = [["robust DUO variant (config)", "n attack images"] + [label for _, label, _ in COLUMNS]]
     found = {}
     for config, label in VARIANTS.items():
-        path = Path(load_config(EvalConfig, config).output_dir) / f"seed-{seed}" / "results.json"
+        cfg = load_config(EvalConfig, config)
+        path = Path(cfg.output_dir) / f"seed-{seed}" / "results.json"
         kept = out / "variants" / f"{Path(config).stem}.seed-{seed}.json"
+        if path.is_file() and json.loads(path.read_text()).get("protocol_hash") != study_protocol(cfg).digest():
+            path = kept  # another config sharing the output folder measured it last (e.g. a full-suite twin)
         if not path.is_file() and kept.is_file():
             path = kept
         study = out / "seeds" / f"seed-{seed}.json"  # the committed robustness study, for its own config
