@@ -17,6 +17,9 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
   per pair): each adversary step also runs the text encoder forward and backward.
 - DUO robust, shared adversary: robust DUO with ``shared_adversary``: 4 more adversary steps
   and the preference on 2 more row groups under the shared conditioning.
+- DUO robust, retain term: robust DUO with ``retain_weight`` (16 retain prompts): one more row
+  group, the base model's retain images under their prompts, in the policy and reference calls
+  (the retain images are drawn once at setup, outside the timed steps).
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_tokens", "duo_robust_shared")
+VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_tokens", "duo_robust_shared",
+            "duo_robust_retain")
+RETAIN_PROMPTS = tuple(f"a {c} {s} with a plus over it" for c in ("red", "blue", "green", "yellow")
+                       for s in ("square", "circle")) + tuple(f"a {c} triangle" for c in ("red", "blue", "green",
+                                                                                            "yellow", "purple",
+                                                                                            "orange", "white", "pink"))
 
 
 def demo_robust_settings() -> dict:
@@ -99,6 +107,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         robust.update(adversary_space="tokens", adversary_tokens=4)
     if variant == "duo_robust_shared":
         robust.update(shared_adversary=True)
+    if variant == "duo_robust_retain":
+        robust.update(retain_prompts=RETAIN_PROMPTS, retain_weight=1e4, retain_num_inference_steps=12)
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
                     checkpointing_steps=0, **robust)
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
@@ -128,7 +138,7 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
 
     step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
             "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_tokens": trainer.step,
-            "duo_robust_shared": trainer.step}[variant]
+            "duo_robust_shared": trainer.step, "duo_robust_retain": trainer.step}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -177,6 +187,7 @@ def main(argv=None) -> int:
         f"- robust DUO / DUO cached = **{med['duo_robust'] / med['duo_cached']:.2f}** (4 adversary steps)",
         f"- robust DUO, token adversary / robust DUO = **{med['duo_robust_tokens'] / med['duo_robust']:.2f}**",
         f"- robust DUO, shared adversary / robust DUO = **{med['duo_robust_shared'] / med['duo_robust']:.2f}**",
+        f"- robust DUO, retain term / robust DUO = **{med['duo_robust_retain'] / med['duo_robust']:.2f}**",
         f"- {args.rounds} alternating rounds x {args.steps} timed steps after {args.warmup} warm-up steps, "
         "each variant in its own process; ratios are from this run only.",
         "",

@@ -70,7 +70,6 @@ def frontier_rows(seed: int, out: Path = Path("docs/robustness")) -> tuple[list[
     from duo_unlearn.configs import load_config
     from duo_unlearn.evaluation.config import EvalConfig
     from duo_unlearn.evaluation.report import format_figure
-
     from duo_unlearn.evaluation.study import study_protocol
 
     rows = [["robust DUO variant (config)", "n attack images"] + [label for _, label, _ in COLUMNS]]
