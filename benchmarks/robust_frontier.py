@@ -46,6 +46,8 @@ VARIANTS = {
     "configs/eval_robustness_retain_400_steps.yaml": "adversarial β 150, weight 6.67, λ 2e7 (4×), 400 training "
                                                      "steps, retain term on the preserve prompts' images, weight 1e5",
     "configs/eval_robustness_retain_1e4_400_steps.yaml": "the same, retain weight 1e4",
+    "configs/eval_robustness_retain_1e4_400_steps_full_suite.yaml": "the same (retain 1e4), the study's whole "
+                                                                    "attack suite",
     "configs/eval_robustness_retain_low_adversarial_beta_400_steps.yaml": "adversarial β 50, weight 20, λ 2e7 (4×), "
                                                                           "400 training steps, retain weight 1e4",
     "configs/eval_robustness_retain.yaml": "the study's robust DUO plus the retain term at 1e4, the study's whole "
