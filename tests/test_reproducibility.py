@@ -19,12 +19,12 @@ def _duo(*args: str, cwd, env_extra=None) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _train(root, name: str, seed: int) -> bytes:
+def _train(root, name: str, seed: int, *extra: str) -> bytes:
     out = root / name
     _duo("train", "--pretrained-model", str(root / "model"), "--pairs-dir", str(root / "pairs"),
          "--output-dir", str(out), "--seed", str(seed), "--max-train-steps", "3", "--train-batch-size", "2",
          "--lora-rank", "4", "--lora-alpha", "4", "--learning-rate", "1e-2", "--checkpointing-steps", "0",
-         "--use-prompts", "--prompt-dropout", "0.5", cwd=root)
+         "--use-prompts", "--prompt-dropout", "0.5", *extra, cwd=root)
     return (out / "pytorch_lora_weights.safetensors").read_bytes()
 
 
@@ -34,6 +34,16 @@ def test_same_seed_gives_the_same_lora_bits_in_fresh_processes(saved_model_and_p
     first, again = _train(root, "repro-a", seed=3), _train(root, "repro-b", seed=3)
     assert first == again
     assert _train(root, "repro-c", seed=4) != first  # the seed matters, so equality above is not vacuous
+
+
+def test_same_seed_gives_the_same_lora_bits_with_the_retain_term(saved_model_and_pairs):
+    """Each process draws the retain images itself, from the config's seed: they repeat too."""
+    root = saved_model_and_pairs
+    retain = ("--retain-prompts", "a red square", "a blue circle", "--retain-weight", "1e4",
+              "--retain-num-inference-steps", "2")
+    first, again = _train(root, "retain-a", 3, *retain), _train(root, "retain-b", 3, *retain)
+    assert first == again
+    assert _train(root, "retain-off", 3) != first  # the term changes the training, so equality is not vacuous
 
 
 def _demo(root, name: str, seed: int, *extra: str, env_extra=None) -> dict:
