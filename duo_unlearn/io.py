@@ -175,3 +175,11 @@ def to_uint8(images) -> np.ndarray:
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
     return arr
+
+
+def to_signed_tensor(images):
+    """PIL images, or a uint8 (n, h, w, 3) array, to a float (n, 3, h, w) tensor in [-1, 1]: what
+    the VAE encodes and the perceptual metric compares."""
+    import torch
+
+    return torch.from_numpy(to_uint8(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)

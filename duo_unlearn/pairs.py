@@ -31,7 +31,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from duo_unlearn.configs import InferenceDtype, check_choices, config_to_yaml
-from duo_unlearn.io import IMAGE_SUFFIXES, atomic_save_image, atomic_write_text, image_files, load_image, read_jsonl
+from duo_unlearn.io import (
+    IMAGE_SUFFIXES,
+    atomic_save_image,
+    atomic_write_text,
+    image_files,
+    load_image,
+    read_jsonl,
+    to_signed_tensor,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -249,7 +257,6 @@ class PairDataset:
     def load(cls, folder: str | Path, resolution: int | None = None) -> "PairDataset":
         """Validate everything before training starts: missing, corrupt or mis-sized images,
         unequal sides and empty datasets are errors that name the file."""
-        import torch
 
         folder = Path(folder)
         meta = folder / "metadata.jsonl"
@@ -272,11 +279,7 @@ class PairDataset:
             s = load_image(folder / r["safe_image"], resolution or u.size[0])  # raises on a size mismatch
             if resolution is None:
                 resolution = u.size[0]
-            unsafe.append(np.asarray(u))
-            safe.append(np.asarray(s))
-
-        def to_tensor(arrs):
-            return torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-
-        return cls(to_tensor(unsafe), to_tensor(safe), [r.get("unsafe_prompt", "") for r in records],
+            unsafe.append(u)
+            safe.append(s)
+        return cls(to_signed_tensor(unsafe), to_signed_tensor(safe), [r.get("unsafe_prompt", "") for r in records],
                    [r.get("safe_prompt", "") for r in records], records)

@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from duo_unlearn.io import to_uint8
+from duo_unlearn.io import to_signed_tensor, to_uint8
 
 
 class PerceptualMetric(Protocol):
@@ -91,8 +91,7 @@ class AlexLPIPS:
             raise ValueError(f"LPIPS compares equal-shaped image sets, got {a.shape} and {b.shape}")
         out = []
         for i in range(0, len(a), batch_size):
-            ta = torch.from_numpy(a[i : i + batch_size]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
-            tb = torch.from_numpy(b[i : i + batch_size]).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+            ta, tb = to_signed_tensor(a[i : i + batch_size]), to_signed_tensor(b[i : i + batch_size])
             out.append(self.backend(ta.to(self.device), tb.to(self.device)).flatten().cpu())
         return torch.cat(out).numpy()
 

@@ -154,8 +154,7 @@ class UnlearningTrainer:
     def _cache_retain(self) -> None:
         """The base model's own images of ``retain_prompts`` (fixed seeds from ``seed``), as VAE
         posteriors like the pairs, with their prompts' conditioning; a grid of them for the user."""
-        import numpy as np
-
+        from duo_unlearn.io import to_signed_tensor
         from duo_unlearn.sampling import generate
 
         cfg, acc = self.config, self.accelerator
@@ -164,8 +163,7 @@ class UnlearningTrainer:
         seeds = [cfg.seed * 1_000_003 + 7919 + i for i in range(len(prompts))]
         size = {"height": cfg.resolution, "width": cfg.resolution} if cfg.resolution else {}
         images = generate(self.pipe, prompts, seeds, num_inference_steps=cfg.retain_num_inference_steps, **size)
-        pixels = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
-        self.retain_mean, self.retain_std = encode_latents(self.pipe.vae, pixels.float() / 127.5 - 1)  # in [-1, 1]
+        self.retain_mean, self.retain_std = encode_latents(self.pipe.vae, to_signed_tensor(images))
         self.retain_cond = self.family.encode_prompts(prompts).to(acc.device)
         if acc.is_main_process:
             from duo_unlearn.grids import save_grid
