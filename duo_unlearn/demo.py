@@ -107,6 +107,19 @@ def unsafe_safe_prompts(n: int, seed: int) -> tuple[list[str], list[str]]:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+def preserve_prompts(seed: int) -> list[str]:
+    """What unlearning must leave alone: 16 plus-sign captions and 16 safe captions of scenes drawn
+    with the X (its safe wording). UCE preserves them and the retain term keeps the base model's
+    images of them. Their scenes are seeded apart from the pairs' and the metric groups', yet a
+    short caption can recur by chance (``retain_prompts`` drops those from the demo's)."""
+    from duo_unlearn.world.scene import caption_pair, sample_scenes
+
+    rng = random.Random(seed + 99)
+    preserve = [caption_pair(s, rng)[0] for s in sample_scenes(16, seed=seed + 98, mark="plus")]
+    preserve += [caption_pair(s, rng)[1] for s in sample_scenes(16, seed=seed + 97, mark="x")]
+    return preserve
+
+
 def run_demo(cfg: DemoConfig) -> dict:
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.evaluation.metrics import preservation

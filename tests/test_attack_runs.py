@@ -78,3 +78,24 @@ def test_a_kept_model_needs_no_weights_but_an_unknown_study_model_is_refused(tmp
     with pytest.raises(SystemExit):
         runs.main(["--model", f"old={tmp_path / 'gone'}", "--study", f"other={kept}", "--kept", str(kept),
                    "--report", str(report)])
+
+
+def test_preserve_overlap_drops_exactly_the_metric_prompts_worded_as_preserve_prompts():
+    """benchmarks/preserve_overlap.py: preservation without the metric prompts that share a wording
+    with the seed's preserve prompts (seed 2: "a green triangle" is both)."""
+    from duo_unlearn.demo import preserve_prompts
+
+    spec = importlib.util.spec_from_file_location("preserve_overlap", SCRIPT.parent / "preserve_overlap.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shared = preserve_prompts(2)[20]
+    safe = ["a red circle", shared, "a blue square", "a grey star"]
+    assert not (set(safe) - {shared}) & set(preserve_prompts(2))
+    results = {"seed": 2, "prompts": {"safe": safe, "close": ["a red circle with a plus sign"]},
+               "models": {"base": {"samples": {"prior_preservation": [1.0] * 4}},
+                          "uce": {"samples": {"prior_preservation": [0.9, 0.1, 0.8, 0.7],
+                                              "close_concept_preservation": [0.5]}}}}
+    (row,) = module.overlap_rows(results)  # the base model and the close group (no shared wording) give none
+    assert (row["model"], row["figure"], row["shared_prompts"]) == ("uce", "prior_preservation", [shared])
+    assert row["all"].value == pytest.approx(0.625) and row["without_shared"].value == pytest.approx(0.8)
+    assert (row["n"], row["n_without"]) == (4, 3)

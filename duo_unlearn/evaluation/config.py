@@ -54,8 +54,10 @@ class EvalConfig:
     """Robust DUO: weight of the twin regression under the adversaries (see DUOConfig); 0 is off."""
     robust_retain_weight: float = 0.0
     """Robust DUO: weight of the retain term (see DUOConfig.retain_weight) on the base model's images
-    of the seed's preserve prompts, the ones UCE is given (16 plus-sign prompts, 16 safe wordings);
-    never the metric groups' prompts. 0 is off."""
+    of the seed's preserve prompts, the ones UCE is given (16 plus-sign prompts, 16 safe wordings),
+    from scenes seeded apart from the metric groups' (a short caption can recur by chance: one
+    wording per group on seed 1, three safe ones on seed 2; benchmarks/preserve_overlap.py measures
+    what they change). 0 is off."""
     robust_lora_target_modules: tuple[str, ...] | None = None
     """Robust DUO: the modules its LoRA adapts (None: DUOConfig's default, the attention
     projections), e.g. adding the feed-forward layers ``ff.net.0.proj`` and ``ff.net.2``."""

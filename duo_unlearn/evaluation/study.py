@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -308,14 +307,10 @@ def make_seed_pairs(cfg, seed: int, folder: Path) -> None:
 
 def _training_prompts(cfg, seed: int) -> tuple[list[str], list[str], list[str]]:
     """UCE's erase, target and preserve prompts of the seed (ESD and DUO read the pairs)."""
-    from duo_unlearn.demo import unsafe_safe_prompts
-    from duo_unlearn.world.scene import caption_pair, sample_scenes
+    from duo_unlearn.demo import preserve_prompts, unsafe_safe_prompts
 
     unsafe_prompts, safe_prompts = unsafe_safe_prompts(cfg.num_pairs, seed + 17)
-    rng = random.Random(seed + 99)
-    preserve = [caption_pair(s, rng)[0] for s in sample_scenes(16, seed=seed + 98, mark="plus")]
-    preserve += [caption_pair(s, rng)[1] for s in sample_scenes(16, seed=seed + 97, mark="x")]
-    return unsafe_prompts[:16], safe_prompts[:16], preserve
+    return unsafe_prompts[:16], safe_prompts[:16], preserve_prompts(seed)
 
 
 _PIPE = None
