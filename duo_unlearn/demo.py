@@ -66,6 +66,9 @@ class DemoConfig:
     """The X's strokes are laid down at high noise in a 16x16 latent, above the paper's 750."""
     preservation_weight: float | None = None
     """λ; None applies the paper's rule, 1e6 * beta / 100 (= 5e6 at beta 500)."""
+    retain_weight: float = 0.0
+    """Weight of the retain term (see DUOConfig) on the base model's images of ``preserve_prompts``
+    (plus signs and safe wordings, none of them an evaluation prompt); 0: off."""
     strength: float = 0.6
     """SDEdit strength for the twins (the paper: 0.75)."""
     ablation: bool = False
@@ -86,6 +89,7 @@ class DemoConfig:
 def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
     """The DUOConfig `duo demo` trains with (the tuning script overrides fields of it)."""
     from duo_unlearn.config import DUOConfig
+    from duo_unlearn.world.quality import NUM_INFERENCE_STEPS
 
     base = DUOConfig(pretrained_model="shapeworld", pairs_dir=str(pairs_dir), output_dir=str(output_dir),
                      beta=cfg.beta, max_train_steps=cfg.max_train_steps, train_batch_size=cfg.train_batch_size,
@@ -95,7 +99,20 @@ def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
                      adversarial_conditioning=cfg.adversarial_conditioning, adversarial_steps=cfg.adversarial_steps,
                      adversary_per_pair=cfg.adversary_per_pair,
                      adversarial_weight=cfg.adversarial_weight, prompt_preference_weight=cfg.prompt_preference_weight)
+    if cfg.retain_weight:
+        base = dataclasses.replace(base, retain_weight=cfg.retain_weight, retain_prompts=retain_prompts(cfg),
+                                   retain_num_inference_steps=NUM_INFERENCE_STEPS)
     return dataclasses.replace(base, **overrides)
+
+
+def retain_prompts(cfg: DemoConfig) -> tuple[str, ...]:
+    """The demo's retain prompts: ``preserve_prompts``, less any wording that is also one of the
+    demo's evaluation prompts (short captions recur by chance), so preservation is never measured
+    on a prompt the model was held to."""
+    from duo_unlearn.world.quality import prompt_groups
+
+    evaluated = {r["prompt"] for group in prompt_groups(cfg.num_eval_prompts, cfg.seed).values() for r in group}
+    return tuple(p for p in preserve_prompts(cfg.seed) if p not in evaluated)
 
 
 def unsafe_safe_prompts(n: int, seed: int) -> tuple[list[str], list[str]]:

@@ -471,3 +471,24 @@ def test_retain_images_are_the_base_models_drawings_of_the_retain_prompts(tmp_pa
 def test_retain_weight_needs_retain_prompts(tmp_path):
     with pytest.raises(ValueError, match="retain_prompts"):
         _config(tmp_path, retain_weight=1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_demo_retain_term_holds_the_preserve_prompts_and_never_an_evaluation_prompt(tmp_path, seed):
+    """`duo demo --retain-weight` trains on the seed's preserve prompts (UCE's in the study), less any
+    wording that recurs among the demo's evaluation prompts: at seed 2 and 64 prompts per group,
+    three of the 32 do ("a green triangle" ...), and preservation must not be scored on them."""
+    from duo_unlearn.demo import DemoConfig, demo_train_config, preserve_prompts
+    from duo_unlearn.world.quality import NUM_INFERENCE_STEPS, prompt_groups
+
+    demo = DemoConfig(seed=seed, num_eval_prompts=64, retain_weight=1e3)
+    cfg = demo_train_config(demo, tmp_path / "pairs", tmp_path / "out")
+    evaluated = {r["prompt"] for group in prompt_groups(64, seed).values() for r in group}
+    preserve = preserve_prompts(seed)
+    assert (cfg.retain_weight, cfg.retain_num_inference_steps) == (1e3, NUM_INFERENCE_STEPS)
+    assert cfg.retain_prompts == tuple(p for p in preserve if p not in evaluated)
+    assert not set(cfg.retain_prompts) & evaluated
+    assert len(cfg.retain_prompts) == {0: 32, 2: 29}[seed]  # the collisions are real, and removed
+    assert sum("plus" in p for p in cfg.retain_prompts) >= 15  # the close concept is held
+    off = demo_train_config(DemoConfig(seed=seed, retain_weight=0.0), tmp_path / "pairs", tmp_path / "out")
+    assert (off.retain_weight, off.retain_prompts) == (0.0, ())
