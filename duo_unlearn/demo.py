@@ -60,6 +60,8 @@ class DemoConfig:
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
     adversarial_weight: float = 2.0
     """Robust DUO: weight of the preference under the adversarial conditioning."""
+    adversarial_beta: float | None = None
+    """Robust DUO: β of the preference under the adversarial conditioning (None: ``beta``)."""
     prompt_preference_weight: float = 0.0
     """Weight of the preference under the empty prompt (0: only where the model draws the X)."""
     timestep_range: tuple[int, int] = (1, 1000)
@@ -98,7 +100,8 @@ def demo_train_config(cfg: DemoConfig, pairs_dir, output_dir, **overrides):
                      timestep_range=cfg.timestep_range, seed=cfg.seed, checkpointing_steps=0,
                      adversarial_conditioning=cfg.adversarial_conditioning, adversarial_steps=cfg.adversarial_steps,
                      adversary_per_pair=cfg.adversary_per_pair,
-                     adversarial_weight=cfg.adversarial_weight, prompt_preference_weight=cfg.prompt_preference_weight)
+                     adversarial_weight=cfg.adversarial_weight, adversarial_beta=cfg.adversarial_beta,
+                     prompt_preference_weight=cfg.prompt_preference_weight)
     if cfg.retain_weight:
         base = dataclasses.replace(base, retain_weight=cfg.retain_weight, retain_prompts=retain_prompts(cfg),
                                    retain_num_inference_steps=NUM_INFERENCE_STEPS)

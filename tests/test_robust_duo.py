@@ -492,3 +492,28 @@ def test_demo_retain_term_holds_the_preserve_prompts_and_never_an_evaluation_pro
     assert sum("plus" in p for p in cfg.retain_prompts) >= 15  # the close concept is held
     off = demo_train_config(DemoConfig(seed=seed, retain_weight=0.0), tmp_path / "pairs", tmp_path / "out")
     assert (off.retain_weight, off.retain_prompts) == (0.0, ())
+
+
+def test_demo_runs_the_retain_recipe_from_its_flags(tmp_path):
+    """`duo demo --max-train-steps 400 --adversarial-beta 150 --adversarial-weight 6.67
+    --preservation-weight 2e7 --retain-weight 1e4` trains what the study's retain recipe trains
+    (configs/eval_robustness_retain_1e4_400_steps.yaml) on the demo's pairs."""
+    from pathlib import Path
+
+    from duo_unlearn.configs import load_config
+    from duo_unlearn.demo import DemoConfig, demo_train_config
+    from duo_unlearn.evaluation.config import EvalConfig
+
+    configs = Path(__file__).parent.parent / "configs"
+    study = load_config(EvalConfig, configs / "eval_robustness_retain_1e4_400_steps.yaml")
+    demo = DemoConfig(max_train_steps=400, adversarial_beta=150.0, adversarial_weight=6.67,
+                      preservation_weight=2e7, retain_weight=1e4)
+    cfg = demo_train_config(demo, tmp_path / "pairs", tmp_path / "out")
+    beta = study.robust_betas[0]
+    assert (cfg.beta, cfg.max_train_steps, cfg.adversarial_beta, cfg.adversarial_weight, cfg.retain_weight) == (
+        beta, study.train_steps, study.adversarial_beta, study.adversarial_weight, study.robust_retain_weight)
+    assert cfg.preservation_weight == study.base_preservation_weight * beta / 100
+    assert cfg.resolved_learning_rate == pytest.approx(study.base_learning_rate * 100 / beta)
+    assert (cfg.adversarial_steps, cfg.adversary_per_pair, cfg.prompt_preference_weight) == (
+        study.adversarial_steps, study.adversary_per_pair, study.robust_prompt_preference_weight)
+    assert demo_train_config(DemoConfig(), tmp_path / "p", tmp_path / "o").adversarial_beta is None
