@@ -54,6 +54,12 @@ VARIANTS = {
                                            "attack suite",
     "configs/eval_robustness_token_adversary_full_suite.yaml": "token-space adversaries (as above), the study's "
                                                                "whole attack suite",
+    "configs/eval_robustness_retain_3e3.yaml": "the study's robust DUO (the demo's recipe) plus the retain term at "
+                                               "3e3",
+    "configs/eval_robustness_retain_1e3.yaml": "the same, retain weight 1e3",
+    "configs/eval_robustness_retain_3e4_low_adversarial_beta_400_steps.yaml": "adversarial β 50, weight 20, λ 2e7 "
+                                                                              "(4×), 400 training steps, retain "
+                                                                              "weight 3e4",
 }
 STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
