@@ -257,7 +257,6 @@ class PairDataset:
     def load(cls, folder: str | Path, resolution: int | None = None) -> "PairDataset":
         """Validate everything before training starts: missing, corrupt or mis-sized images,
         unequal sides and empty datasets are errors that name the file."""
-
         folder = Path(folder)
         meta = folder / "metadata.jsonl"
         if not meta.is_file():
