@@ -13,6 +13,9 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
   policy and the reference separately for unsafe, safe and noise inputs.
 - DUO robust: the demo's robust DUO (per-pair adversarial conditionings, 4 adversary steps,
   the preference under the adversary only): 4 more forward/backward passes on the unsafe half.
+- DUO robust, prompt rows: the same with ``prompt_preference_weight`` 1 (the empty-prompt
+  preference kept beside the adversary's): two more row groups in the policy and reference calls,
+  which the trainer leaves out when their weight is 0.
 - DUO robust, token adversary: the same with ``adversary_space: tokens`` (4 learned input tokens
   per pair): each adversary step also runs the text encoder forward and backward.
 - DUO robust, shared adversary: robust DUO with ``shared_adversary``: 4 more adversary steps
@@ -34,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_tokens", "duo_robust_shared",
-            "duo_robust_retain")
+VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_prompt_rows", "duo_robust_tokens",
+            "duo_robust_shared", "duo_robust_retain")
 RETAIN_PROMPTS = tuple(f"a {c} {s} with a plus over it" for c in ("red", "blue", "green", "yellow")
                        for s in ("square", "circle")) + tuple(f"a {c} triangle" for c in ("red", "blue", "green",
                                                                                             "yellow", "purple",
@@ -103,6 +106,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     dataset = PairDataset(images, images.flip(-1), ["u"] * n_pairs, ["s"] * n_pairs,
                           [{"index": i} for i in range(n_pairs)])
     robust = demo_robust_settings() if variant.startswith("duo_robust") else {}
+    if variant == "duo_robust_prompt_rows":
+        robust.update(prompt_preference_weight=1.0)
     if variant == "duo_robust_tokens":
         robust.update(adversary_space="tokens", adversary_tokens=4)
     if variant == "duo_robust_shared":
@@ -137,7 +142,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         trainer.optimizer.zero_grad(set_to_none=True)
 
     step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
-            "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_tokens": trainer.step,
+            "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_prompt_rows": trainer.step,
+            "duo_robust_tokens": trainer.step,
             "duo_robust_shared": trainer.step, "duo_robust_retain": trainer.step}[variant]
     times = []
     for i in range(warmup + steps):
@@ -185,6 +191,8 @@ def main(argv=None) -> int:
         "(target <= 1.4; arithmetic floor 4/3: one extra no-grad forward)",
         f"- DUO naive / DUO cached = **{med['duo_naive'] / med['duo_cached']:.2f}**",
         f"- robust DUO / DUO cached = **{med['duo_robust'] / med['duo_cached']:.2f}** (4 adversary steps)",
+        f"- robust DUO / the same with its empty-prompt rows = "
+        f"**{med['duo_robust'] / med['duo_robust_prompt_rows']:.2f}** (rows of weight 0 left out)",
         f"- robust DUO, token adversary / robust DUO = **{med['duo_robust_tokens'] / med['duo_robust']:.2f}**",
         f"- robust DUO, shared adversary / robust DUO = **{med['duo_robust_shared'] / med['duo_robust']:.2f}**",
         f"- robust DUO, retain term / robust DUO = **{med['duo_robust_retain'] / med['duo_robust']:.2f}**",

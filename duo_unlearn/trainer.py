@@ -281,7 +281,7 @@ class UnlearningTrainer:
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """DUO's loss on one batch of pairs, and what to log.
 
-        One batched policy call and one reference call over the rows (unsafe, safe) under the
+        One batched policy call and one reference call over row groups: (unsafe, safe) under the
         empty or pair prompt, pure noise under the empty prompt (the regulariser) and, for robust
         DUO, (unsafe, safe) again under the adversarial conditioning (with the 'negative_guidance'
         objective, only the unsafe rows, and one more reference call on them: unconditional and, with
@@ -291,7 +291,10 @@ class UnlearningTrainer:
         duo(adversarial rows) [+ adversarial_weight·duo(shared adversary rows)] [+
         adversarial_twin_weight·Σ twin_regression(each adversary's unsafe rows)] [+ retain_weight·
         ‖ε_θ − ε_ref‖² on the noised retain images under their prompts, the last rows]``, the third
-        term ``esd_loss`` under 'negative_guidance'."""
+        term ``esd_loss`` under 'negative_guidance'. A group whose weight is 0 is not computed: with
+        ``prompt_preference_weight`` 0 (robust DUO's recipe) the prompt rows, a third of a robust
+        step's batch, are left out, and so are their logs (``duo_loss``, ``diff``, ``mse/*``...);
+        the random draws are the same either way."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
         index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
@@ -301,55 +304,72 @@ class UnlearningTrainer:
         t_unsafe = self._timesteps()
         t_safe = t_unsafe if cfg.pair_timestep == "shared" else self._timesteps()
         cond_unsafe, cond_safe = self._conds(index)
-        inputs = [fam.add_noise(x0_unsafe, noise, t_unsafe), fam.add_noise(x0_safe, noise, t_safe)]
-        timesteps, conds = [t_unsafe, t_safe], [cond_unsafe, cond_safe]
+        xt_unsafe, xt_safe = fam.add_noise(x0_unsafe, noise, t_unsafe), fam.add_noise(x0_safe, noise, t_safe)
+        inputs, timesteps, conds, group = [], [], [], {}
+
+        def add(name: str, x: torch.Tensor, t: torch.Tensor, c: Conditioning) -> None:
+            start = sum(len(v) for v in inputs)
+            inputs.append(x)
+            timesteps.append(t)
+            conds.append(c)
+            group[name] = slice(start, start + len(x))
+
+        if cfg.prompt_preference_weight > 0:
+            add("unsafe", xt_unsafe, t_unsafe, cond_unsafe)
+            add("safe", xt_safe, t_safe, cond_safe)
         weight = cfg.resolved_preservation_weight
         if weight > 0:  # pure Gaussian noise at the last timestep, null prompt
-            inputs.append(fam.pure_noise_input(self._randn(x0_unsafe.shape[1:])))
-            timesteps.append(torch.full((n,), fam.num_train_timesteps - 1, device=t_unsafe.device))
-            conds.append(self.null_cond.select([0] * n))
+            add("preservation", fam.pure_noise_input(self._randn(x0_unsafe.shape[1:])),
+                torch.full((n,), fam.num_train_timesteps - 1, device=t_unsafe.device), self.null_cond.select([0] * n))
         logs: dict[str, float] = {}
         guided = cfg.adversarial_objective == "negative_guidance"
         if self.adversarial_embeds is not None:
-            adversarial, logs["adversarial_mse"] = self._adversarial_conditioning(inputs[0], t_unsafe, x0_unsafe, noise,
+            adversarial, logs["adversarial_mse"] = self._adversarial_conditioning(xt_unsafe, t_unsafe, x0_unsafe, noise,
                                                                                   index)
-            inputs += [inputs[0]] if guided else [inputs[0], inputs[1]]
-            timesteps += [t_unsafe] if guided else [t_unsafe, t_safe]
-            conds += [adversarial] if guided else [adversarial, adversarial]
+            add("adversary_unsafe", xt_unsafe, t_unsafe, adversarial)
+            if not guided:
+                add("adversary_safe", xt_safe, t_safe, adversarial)
         if self.shared_embeds is not None:  # (unsafe, safe) once more, under the shared adversary
-            shared, logs["shared_adversary_mse"] = self._adversarial_conditioning(inputs[0], t_unsafe, x0_unsafe,
+            shared, logs["shared_adversary_mse"] = self._adversarial_conditioning(xt_unsafe, t_unsafe, x0_unsafe,
                                                                                   noise, shared=True)
-            inputs += [inputs[0], inputs[1]]
-            timesteps += [t_unsafe, t_safe]
-            conds += [shared, shared]
+            add("shared_unsafe", xt_unsafe, t_unsafe, shared)
+            add("shared_safe", xt_safe, t_safe, shared)
         if cfg.retain_weight > 0:  # the base model's retain images, noised at any timestep, under their prompts
             pick = torch.randint(len(self.retain_mean), (self._global_batch,), generator=self.generator)[self.rows]
             x0_retain = self._sample_latents(self.retain_mean, self.retain_std, pick)
             t_retain = self._timesteps(0, fam.num_train_timesteps)
-            inputs.append(fam.add_noise(x0_retain, self._randn(x0_retain.shape[1:]), t_retain))
-            timesteps.append(t_retain)
-            conds.append(self.retain_cond.select(pick.cpu()))
+            add("retain", fam.add_noise(x0_retain, self._randn(x0_retain.shape[1:]), t_retain), t_retain,
+                self.retain_cond.select(pick.cpu()))
         x_t, t, cond = torch.cat(inputs), torch.cat(timesteps), Conditioning.cat(conds)
         dtype = next(self.model.parameters()).dtype
         pred = fam.predict(self.model, x_t.to(dtype), t, cond).float()
         with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
             ref = fam.predict(self.model, x_t.to(dtype), t, cond).float()
 
-        def preference(u: slice, s: slice, beta: float):
+        def preference(u: str, s: str, beta: float):
+            u, s = group[u], group[s]
             mp_u, target_u = fam.loss_space(pred[u], x_t[u], x0_unsafe, noise, t_unsafe)
             mp_s, target_s = fam.loss_space(pred[s], x_t[s], x0_safe, noise, t_safe)
             rp_u, _ = fam.loss_space(ref[u], x_t[u], x0_unsafe, noise, t_unsafe)
             rp_s, _ = fam.loss_space(ref[s], x_t[s], x0_safe, noise, t_safe)
             return duo_loss_terms(mp_u, rp_u, mp_s, rp_s, target_u, target_s, beta)
 
-        terms = preference(slice(0, n), slice(n, 2 * n), cfg.beta)
-        reg = slice(2 * n, 3 * n)
-        preservation = output_preservation_loss(pred[reg], ref[reg]) if weight > 0 else pred.new_zeros(())
-        loss = cfg.prompt_preference_weight * terms.loss + weight * preservation
+        reg = group.get("preservation")
+        preservation = output_preservation_loss(pred[reg], ref[reg]) if reg else pred.new_zeros(())
+        loss = weight * preservation
+        if "unsafe" in group:
+            terms = preference("unsafe", "safe", cfg.beta)
+            loss = loss + cfg.prompt_preference_weight * terms.loss
+            logs.update({
+                "duo_loss": terms.loss.item(), "diff": terms.diff.mean().item(),
+                "implicit_acc": terms.implicit_accuracy.item(),
+                "mse/safe": terms.mse_safe.mean().item(), "mse/unsafe": terms.mse_unsafe.mean().item(),
+                "ref_mse/safe": terms.ref_mse_safe.mean().item(),
+                "ref_mse/unsafe": terms.ref_mse_unsafe.mean().item(),
+            })
         if self.adversarial_embeds is not None:
-            first = 3 * n if weight > 0 else 2 * n
             if guided:  # the reference's unconditional prediction on the same noised unsafe images
-                adv = slice(first, first + n)
+                adv = group["adversary_unsafe"]
                 null = self.null_cond.select([0] * n)
                 with torch.no_grad(), adapters_disabled(self.accelerator.unwrap_model(self.model)):
                     if cfg.negative_guidance_target == "unsafe_prompt":  # and under each pair's unsafe prompt
@@ -364,33 +384,26 @@ class UnlearningTrainer:
                 loss = loss + cfg.adversarial_weight * adv_loss
                 logs["adversarial_guidance_loss"] = adv_loss.item()
             else:
-                adv_terms = preference(slice(first, first + n), slice(first + n, first + 2 * n),
-                                       cfg.adversarial_beta or cfg.beta)
+                adv_terms = preference("adversary_unsafe", "adversary_safe", cfg.adversarial_beta or cfg.beta)
                 loss = loss + cfg.adversarial_weight * adv_terms.loss
                 logs.update({"adversarial_duo_loss": adv_terms.loss.item(),
                              "adversarial_implicit_acc": adv_terms.implicit_accuracy.item()})
             if self.shared_embeds is not None:
-                shared_terms = preference(slice(first + 2 * n, first + 3 * n), slice(first + 3 * n, first + 4 * n),
-                                          cfg.adversarial_beta or cfg.beta)
+                shared_terms = preference("shared_unsafe", "shared_safe", cfg.adversarial_beta or cfg.beta)
                 loss = loss + cfg.adversarial_weight * shared_terms.loss
                 logs.update({"shared_adversary_duo_loss": shared_terms.loss.item(),
                              "shared_adversary_implicit_acc": shared_terms.implicit_accuracy.item()})
             if cfg.adversarial_twin_weight > 0:  # each adversary's unsafe rows, pulled onto the twins
-                starts = [first] + ([first + 2 * n] if self.shared_embeds is not None else [])
-                twin = sum(twin_regression_loss(fam.predicted_x0(pred[k:k + n], x_t[k:k + n], t_unsafe), x0_safe,
-                                                fam.snr(t_unsafe)) for k in starts)
+                twin = sum(twin_regression_loss(fam.predicted_x0(pred[group[k]], x_t[group[k]], t_unsafe), x0_safe,
+                                                fam.snr(t_unsafe))
+                           for k in ("adversary_unsafe", "shared_unsafe") if k in group)
                 loss = loss + cfg.adversarial_twin_weight * twin
                 logs["adversarial_twin_loss"] = twin.item()
-        if cfg.retain_weight > 0:  # the last n rows
-            retain = output_preservation_loss(pred[-n:], ref[-n:])
+        if "retain" in group:
+            retain = output_preservation_loss(pred[group["retain"]], ref[group["retain"]])
             loss = loss + cfg.retain_weight * retain
             logs["retain"] = retain.item()
-        logs.update({
-            "loss": loss.item(), "duo_loss": terms.loss.item(), "diff": terms.diff.mean().item(),
-            "implicit_acc": terms.implicit_accuracy.item(), "preservation": preservation.item(),
-            "mse/safe": terms.mse_safe.mean().item(), "mse/unsafe": terms.mse_unsafe.mean().item(),
-            "ref_mse/safe": terms.ref_mse_safe.mean().item(), "ref_mse/unsafe": terms.ref_mse_unsafe.mean().item(),
-        })
+        logs.update({"loss": loss.item(), "preservation": preservation.item()})
         return loss, logs
 
     def esd_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
@@ -490,7 +503,8 @@ class UnlearningTrainer:
         for _ in range(self.global_step, cfg.max_train_steps):
             logs = self.step()
             bar.update(1)
-            bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "implicit_acc", "preservation") if k in logs})
+            shown = ("loss", "implicit_acc", "adversarial_implicit_acc", "preservation")
+            bar.set_postfix({k: f"{logs[k]:.4g}" for k in shown if k in logs})
             if acc.is_main_process:
                 with metrics_path.open("a") as f:
                     f.write(json.dumps({"step": self.global_step, **logs}) + "\n")

@@ -450,6 +450,42 @@ def test_retain_term_step_loss_equals_its_formula(tmp_path, robust):
     torch.testing.assert_close(torch.tensor(logs["retain"], dtype=torch.float64), retain, rtol=1e-5, atol=1e-7)
 
 
+def test_rows_of_a_zero_weight_prompt_preference_are_left_out_with_the_same_draws(tmp_path):
+    """Robust DUO's recipe (prompt_preference_weight 0): the policy and reference calls hold only the
+    pure noise, the adversary's (unsafe, safe) and the retain rows, the loss is the formula of those
+    groups, and the step draws the same noise, timesteps and retain rows as with the prompt rows."""
+    prompts = ("a red square", "a blue circle with a plus over it")
+    kw = dict(adversary_per_pair=True, retain_prompts=prompts, retain_weight=5.0, retain_num_inference_steps=3,
+              adversarial_beta=20.0)
+    recorded = {}
+    for weight in (0.0, 0.4):
+        trainer = _trainer(_config(tmp_path / str(weight), prompt_preference_weight=weight, **kw))
+        trainer.step()
+        recorded[weight] = (trainer, *_recorded_step_loss(trainer))
+    trainer, loss, logs, calls, draws = recorded[0.0]
+    _, _, with_logs, with_calls, with_draws = recorded[0.4]
+    assert len(draws) == len(with_draws) and all(torch.equal(a, b) for a, b in zip(draws, with_draws))
+    cfg = trainer.config
+    n = cfg.train_batch_size
+    (x, t, cond, pred), (_, _, _, ref) = calls[-2], calls[-1]
+    with_x, with_t = with_calls[-2][0], with_calls[-2][1]
+    assert len(x) == 4 * n and len(with_x) == 6 * n  # noise | adversary u, s | retain, against 2n more
+    assert torch.equal(x, with_x[2 * n:]) and torch.equal(t, with_t[2 * n:])  # the same rows, in the same order
+    assert all(torch.equal(cond[i], trainer.null_cond.hidden_states[0]) for i in range(n))
+    assert "duo_loss" not in logs and "duo_loss" in with_logs
+    noise = draws[2]
+
+    def preference(p_u, r_u, p_s, r_s, beta):
+        diff = (_mse(p_s, noise) - _mse(r_s, noise)) - (_mse(p_u, noise) - _mse(r_u, noise))
+        return -F.logsigmoid(-beta * diff).mean()
+
+    reg, a_u, a_s, kept = (slice(k * n, (k + 1) * n) for k in range(4))
+    expected = (cfg.preservation_weight * (pred[reg].double() - ref[reg].double()).pow(2).mean()
+                + cfg.adversarial_weight * preference(pred[a_u], ref[a_u], pred[a_s], ref[a_s], 20.0)
+                + 5.0 * (pred[kept].double() - ref[kept].double()).pow(2).mean())
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_retain_images_are_the_base_models_drawings_of_the_retain_prompts(tmp_path):
     """The retain latents encode what the pipeline, without adapters, draws for each prompt and seed:
     drawing them again with the same seeds gives the same posterior means."""
