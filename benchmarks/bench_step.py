@@ -20,9 +20,9 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
   per pair): each adversary step also runs the text encoder forward and backward.
 - DUO robust, shared adversary: robust DUO with ``shared_adversary``: 4 more adversary steps
   and the preference on 2 more row groups under the shared conditioning.
-- DUO robust, retain term: robust DUO with ``retain_weight`` (16 retain prompts): one more row
-  group, the base model's retain images under their prompts, in the policy and reference calls
-  (the retain images are drawn once at setup, outside the timed steps).
+- DUO robust, retain term: robust DUO with ``retain_weight`` (16 retain prompts; the demo's
+  recipe has this cost per step): one more row group, the base model's retain images under their
+  prompts, in the policy and reference calls (the retain images are drawn once at setup, outside the timed steps).
 """
 
 from __future__ import annotations

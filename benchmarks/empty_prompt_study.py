@@ -58,7 +58,7 @@ def measure(pipe, detector, close, metric, base_images) -> dict:
 
 
 def main() -> None:
-    from duo_unlearn.demo import DemoConfig, demo_train_config
+    from duo_unlearn.demo import ROBUST_DUO_200_STEPS, DemoConfig, demo_train_config
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.perceptual import ShapeWorldPerceptual
     from duo_unlearn.pipelines import load_shapeworld
@@ -84,7 +84,8 @@ def main() -> None:
             continue
         folder = out / name.split(" ")[0]
         if not (folder / "pytorch_lora_weights.safetensors").is_file():
-            train(demo_train_config(DemoConfig(), args.pairs, folder, **overrides), pipe=load_shapeworld())
+            demo = DemoConfig(**ROBUST_DUO_200_STEPS)  # the recipe README's table was measured on
+            train(demo_train_config(demo, args.pairs, folder, **overrides), pipe=load_shapeworld())
         pipe.load_lora_weights(str(folder))
         row, _ = measure(pipe, detector, close, metric, base_images)
         pipe.unload_lora_weights()

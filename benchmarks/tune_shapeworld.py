@@ -21,7 +21,7 @@ PAIR_FIELDS = ("strength", "require_same_content", "num_pairs")
 
 
 def main(argv=None) -> int:
-    from duo_unlearn.demo import DemoConfig, demo_train_config, unsafe_safe_prompts
+    from duo_unlearn.demo import ROBUST_DUO_200_STEPS, DemoConfig, demo_train_config, unsafe_safe_prompts
     from duo_unlearn.detectors import ShapeWorldDetector
     from duo_unlearn.evaluation.metrics import preservation
     from duo_unlearn.pairs import PairDataset, PairsConfig, make_pairs
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    demo = DemoConfig()
+    demo = DemoConfig(**ROBUST_DUO_200_STEPS)  # the recipe README's tables were measured on
     detector, close = ShapeWorldDetector(), ShapeWorldDetector(concept="plus")
     metric = ShapeWorldPerceptual(detector)
     base, base_images = measure_world_figures(load_shapeworld(), detector, close, demo.num_eval_prompts, seed=demo.seed)

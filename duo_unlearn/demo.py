@@ -6,7 +6,8 @@
 2. Pairs: unsafe images of the X concept, safe twins by SDEdit, detector-filtered (the X gone,
    shape, colour and background kept).
 3. DUO training (empty prompts, robust: the preference also under an adversarial conditioning
-   found from the images; LoRA, output-preserving regulariser).
+   found from the images; LoRA, output-preserving regulariser, and the retain term on the base
+   model's images of the preserve prompts).
 4. After: the concept rate on unsafe and held-out prompts, the close concept's rate, and
    prior preservation (1 − perceptual distance to the base model, same prompts and seeds),
    with before/after grids.
@@ -25,6 +26,12 @@ from duo_unlearn.io import atomic_write_json
 from duo_unlearn.threads import check_thread_count, pin_threads
 from duo_unlearn.timing import StageTimer
 
+ROBUST_DUO_200_STEPS = {"beta": 500.0, "max_train_steps": 200, "adversarial_weight": 2.0, "preservation_weight": None,
+                        "retain_weight": 0.0}
+"""The demo's recipe until 2026-11-27, the study's robust DUO (configs/eval_robustness.yaml): DemoConfig
+fields that turn today's default back into it (``DemoConfig(**ROBUST_DUO_200_STEPS)``). The benchmark
+scripts whose README tables were measured on it build on it."""
+
 
 @dataclasses.dataclass
 class DemoConfig:
@@ -36,9 +43,12 @@ class DemoConfig:
     """SDEdit pair indices attempted (the paper: 64); about 40 % survive the filter."""
     num_eval_prompts: int = 32
     """Prompts per evaluation group (safe, unsafe, held-out, close); one seed each."""
-    beta: float = 500.0
-    """DUO's beta (see DUOConfig)."""
-    max_train_steps: int = 200
+    beta: float = 150.0
+    """DUO's beta (see DUOConfig). With ``prompt_preference_weight`` 0 it is the β of the preference
+    under the adversaries, the only preference trained: 150, the study's retain recipe (README,
+    "The retain term"), which trains at the study's β 500 with adversarial β 150; the other β
+    only set its learning rate and λ, which the demo gives explicitly."""
+    max_train_steps: int = 400
     """DUO optimiser steps."""
     train_batch_size: int = 8
     """Pairs per DUO step."""
@@ -58,7 +68,7 @@ class DemoConfig:
     """Robust DUO: one adversarial conditioning per pair (see DUOConfig)."""
     adversarial_steps: int = 4
     """Robust DUO: descent steps on the adversarial conditioning per training step."""
-    adversarial_weight: float = 2.0
+    adversarial_weight: float = 6.67
     """Robust DUO: weight of the preference under the adversarial conditioning."""
     adversarial_beta: float | None = None
     """Robust DUO: β of the preference under the adversarial conditioning (None: ``beta``)."""
@@ -66,11 +76,12 @@ class DemoConfig:
     """Weight of the preference under the empty prompt (0: only where the model draws the X)."""
     timestep_range: tuple[int, int] = (1, 1000)
     """The X's strokes are laid down at high noise in a 16x16 latent, above the paper's 750."""
-    preservation_weight: float | None = None
-    """λ; None applies the paper's rule, 1e6 * beta / 100 (= 5e6 at beta 500)."""
-    retain_weight: float = 0.0
+    preservation_weight: float | None = 2e7
+    """λ (the study's retain recipe: 4e6 * 500 / 100); None applies the paper's rule, 1e6 * beta / 100."""
+    retain_weight: float = 1e4
     """Weight of the retain term (see DUOConfig) on the base model's images of ``preserve_prompts``
-    (plus signs and safe wordings, none of them an evaluation prompt); 0: off."""
+    (plus signs and safe wordings, none of them an evaluation prompt); 0: off. It is what keeps the
+    plus sign and the safe images while 400 steps at β 150 push the X out (README)."""
     strength: float = 0.6
     """SDEdit strength for the twins (the paper: 0.75)."""
     ablation: bool = False

@@ -55,7 +55,8 @@ class TuneConfig:
     train_config: str | None = None
     """A `duo train` YAML (DUOConfig) whose settings every point keeps except beta, λ and output_dir. None: on
     ShapeWorld the demo's settings (lr 5e-3 * 100 / beta, as `duo eval`'s study), on a real model DUOConfig's
-    defaults (the paper's)."""
+    defaults (the paper's). Retain prompts that are also held-out prompts are dropped, so no point is
+    measured on a prompt it was held to."""
     pretrained_model: str | None = None
     """'shapeworld', a pipeline folder or a hub id; None: the train_config's (ShapeWorld without one)."""
     pairs_dir: str | None = None
@@ -143,7 +144,11 @@ class TuneConfig:
                                      "train_batch_size": self.train_batch_size}
         if self.makes_pairs():
             overrides["pairs_dir"] = str(Path(self.output_dir) / "pairs")
-        return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        base = dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if base.retain_prompts:  # the model is held to its retain prompts: never measure it on one
+            held_out = {p for recs in heldout_prompts(self, base.pretrained_model).values() for p, _ in recs}
+            base = dataclasses.replace(base, retain_prompts=tuple(p for p in base.retain_prompts if p not in held_out))
+        return base
 
     def makes_pairs(self) -> bool:
         """ShapeWorld without a train_config or pairs_dir: the tune makes the demo's pairs itself."""

@@ -530,10 +530,11 @@ def test_demo_retain_term_holds_the_preserve_prompts_and_never_an_evaluation_pro
     assert (off.retain_weight, off.retain_prompts) == (0.0, ())
 
 
-def test_demo_runs_the_retain_recipe_from_its_flags(tmp_path):
-    """`duo demo --max-train-steps 400 --adversarial-beta 150 --adversarial-weight 6.67
-    --preservation-weight 2e7 --retain-weight 1e4` trains what the study's retain recipe trains
-    (configs/eval_robustness_retain_1e4_400_steps.yaml) on the demo's pairs."""
+def test_the_demo_trains_the_studys_retain_recipe_by_default(tmp_path):
+    """`duo demo` trains what the study's retain recipe trains
+    (configs/eval_robustness_retain_1e4_400_steps.yaml) on the demo's pairs: the same steps,
+    adversaries, learning rate, λ and retain weight, and the study's adversarial β as the demo's
+    only acting β (the study's own β of 500 sets only its learning rate and λ)."""
     from pathlib import Path
 
     from duo_unlearn.configs import load_config
@@ -542,14 +543,34 @@ def test_demo_runs_the_retain_recipe_from_its_flags(tmp_path):
 
     configs = Path(__file__).parent.parent / "configs"
     study = load_config(EvalConfig, configs / "eval_robustness_retain_1e4_400_steps.yaml")
-    demo = DemoConfig(max_train_steps=400, adversarial_beta=150.0, adversarial_weight=6.67,
-                      preservation_weight=2e7, retain_weight=1e4)
-    cfg = demo_train_config(demo, tmp_path / "pairs", tmp_path / "out")
+    cfg = demo_train_config(DemoConfig(), tmp_path / "pairs", tmp_path / "out")
     beta = study.robust_betas[0]
-    assert (cfg.beta, cfg.max_train_steps, cfg.adversarial_beta, cfg.adversarial_weight, cfg.retain_weight) == (
-        beta, study.train_steps, study.adversarial_beta, study.adversarial_weight, study.robust_retain_weight)
-    assert cfg.preservation_weight == study.base_preservation_weight * beta / 100
+    assert cfg.prompt_preference_weight == study.robust_prompt_preference_weight == 0  # β acts only here:
+    assert (cfg.adversarial_beta or cfg.beta) == study.adversarial_beta
+    assert (cfg.max_train_steps, cfg.train_batch_size, cfg.adversarial_weight, cfg.retain_weight) == (
+        study.train_steps, study.train_batch_size, study.adversarial_weight, study.robust_retain_weight)
+    assert cfg.resolved_preservation_weight == study.base_preservation_weight * beta / 100
     assert cfg.resolved_learning_rate == pytest.approx(study.base_learning_rate * 100 / beta)
-    assert (cfg.adversarial_steps, cfg.adversary_per_pair, cfg.prompt_preference_weight) == (
-        study.adversarial_steps, study.adversary_per_pair, study.robust_prompt_preference_weight)
-    assert demo_train_config(DemoConfig(), tmp_path / "p", tmp_path / "o").adversarial_beta is None
+    assert (cfg.adversarial_steps, cfg.adversary_per_pair, cfg.adversary_space, cfg.use_prompts) == (
+        study.adversarial_steps, study.adversary_per_pair, study.adversary_space, study.use_prompts)
+    assert cfg.adversarial_conditioning and cfg.retain_prompts
+
+
+def test_the_former_demo_recipe_is_the_studys_robust_duo(tmp_path):
+    """``ROBUST_DUO_200_STEPS`` (`duo demo --beta 500 --max-train-steps 200 --adversarial-weight 2
+    --preservation-weight 5e6 --retain-weight 0`) trains what the study's robust DUO trains
+    (configs/eval_robustness.yaml)."""
+    from pathlib import Path
+
+    from duo_unlearn.configs import load_config
+    from duo_unlearn.demo import ROBUST_DUO_200_STEPS, DemoConfig, demo_train_config
+    from duo_unlearn.evaluation.config import EvalConfig
+
+    study = load_config(EvalConfig, Path(__file__).parent.parent / "configs" / "eval_robustness.yaml")
+    cfg = demo_train_config(DemoConfig(**ROBUST_DUO_200_STEPS), tmp_path / "pairs", tmp_path / "out")
+    beta = study.robust_betas[0]
+    assert (cfg.beta, cfg.adversarial_beta, study.adversarial_beta) == (beta, None, None)
+    assert (cfg.max_train_steps, cfg.adversarial_weight, cfg.retain_weight) == (
+        study.train_steps, study.adversarial_weight, study.robust_retain_weight)
+    assert cfg.resolved_preservation_weight == study.base_preservation_weight * beta / 100
+    assert cfg.resolved_learning_rate == pytest.approx(study.base_learning_rate * 100 / beta)

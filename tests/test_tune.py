@@ -6,11 +6,12 @@ import pytest
 import yaml
 
 from duo_unlearn.cli import main
+from duo_unlearn.demo import demo_train_config
 from duo_unlearn.detectors import register_detector
 from duo_unlearn.perceptual import register_perceptual_metric
 from duo_unlearn.stats import Estimate
 from duo_unlearn.testing import PixelDistance, RedDetector
-from duo_unlearn.tuning import TuneConfig, choose_operating_point, pareto_frontier, run_tune
+from duo_unlearn.tuning import TuneConfig, choose_operating_point, heldout_prompts, pareto_frontier, run_tune
 
 
 def _point(name, concept, preservation):
@@ -215,3 +216,18 @@ def test_shapeworld_defaults_are_the_demos_training_with_the_studys_learning_rat
                                                demo.prompt_preference_weight)
     assert base.learning_rate is None and base.resolved_learning_rate == pytest.approx(1e-3 * 500 / base.beta)
     assert cfg.resolved_inference_steps("shapeworld") == 12
+    assert (base.retain_weight, base.retain_prompts) == (demo.retain_weight, demo_train_config(
+        demo, "p", "o").retain_prompts)  # at seed 0 no retain prompt is a held-out prompt
+
+
+def test_the_tune_never_measures_a_point_on_a_prompt_it_was_held_to(tmp_path):
+    """The demo's retain prompts (seed 0's preserve prompts) include, by chance, a held-out prompt of
+    the tune at seed 1 ('a violet block'): the tune's base config drops it and keeps the others."""
+    from duo_unlearn.demo import DemoConfig
+
+    cfg = TuneConfig(output_dir=str(tmp_path / "t"), seed=1)
+    held_out = {p for recs in heldout_prompts(cfg, "shapeworld").values() for p, _ in recs}
+    demo = demo_train_config(DemoConfig(), "p", "o").retain_prompts
+    base = cfg.base_train_config().retain_prompts
+    assert set(demo) & held_out == {"a violet block"}
+    assert base == tuple(p for p in demo if p != "a violet block")
