@@ -292,8 +292,8 @@ class UnlearningTrainer:
         adversarial_twin_weight·Σ twin_regression(each adversary's unsafe rows)] [+ retain_weight·
         ‖ε_θ − ε_ref‖² on the noised retain images under their prompts, the last rows]``, the third
         term ``esd_loss`` under 'negative_guidance'. A group whose weight is 0 is not computed: with
-        ``prompt_preference_weight`` 0 (robust DUO's recipe) the prompt rows, a third of a robust
-        step's batch, are left out, and so are their logs (``duo_loss``, ``diff``, ``mse/*``...);
+        ``prompt_preference_weight`` 0 (robust DUO's recipe) the prompt rows, two of the robust
+        step's five or six row groups, are left out, and so are their logs (``duo_loss``, ``diff``, ``mse/*``...);
         the random draws are the same either way."""
         cfg, fam = self.config, self.family
         n = cfg.train_batch_size
