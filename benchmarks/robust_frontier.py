@@ -60,6 +60,11 @@ VARIANTS = {
     "configs/eval_robustness_retain_3e4_low_adversarial_beta_400_steps.yaml": "adversarial β 50, weight 20, λ 2e7 "
                                                                               "(4×), 400 training steps, retain "
                                                                               "weight 3e4",
+    "configs/eval_robustness_retain_1e4_800_steps.yaml": "the retain recipe (the demo's default since 2026-11-27: "
+                                                         "adversarial β 150, weight 6.67, λ 2e7, retain 1e4) at 800 "
+                                                         "training steps",
+    "configs/eval_robustness_retain_3e4_low_adversarial_beta_800_steps.yaml": "adversarial β 50, weight 20, λ 2e7, "
+                                                                              "retain weight 3e4, 800 training steps",
 }
 STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
@@ -125,6 +130,10 @@ def main() -> None:
                       "over 64 prompts. Made by `python benchmarks/robust_frontier.py`. Each inversion cell is "
                       "one attack run (its images share one learned embedding), so its interval says nothing "
                       "of another run: `benchmarks/attack_runs.py` measures that (attack_runs.md).", "",
+                      "Every row but the 800-step ones was trained before 2026-11-27's trainer change (row "
+                      "groups of weight 0 left out of the batch): the same config trains other bits today, "
+                      "another instance of the same recipe. `docs/robustness/retain-recipe/` is the retain "
+                      "recipe re-run after the change; README compares the two instances.", "",
                       *markdown_table(rows), ""])
     (out / ("frontier.md" if args.seed == 1 else f"frontier_seed-{args.seed}.md")).write_text(text)
     print(text)
