@@ -249,7 +249,8 @@ def train_point(point) -> bool:
 
 
 def heldout_prompts(cfg: TuneConfig, model: str) -> dict[str, list[tuple[str, int]]]:
-    """Group -> (prompt, seed) pairs of the held-out set."""
+    """Group -> (prompt, seed) pairs of the held-out set. A prompt file that is not there gives no
+    group: ``check_tune`` names it, after ``base_train_config`` has read the files that are."""
     seed = cfg.seed + TUNE_SEED_OFFSET
     if model == SHAPEWORLD:
         from duo_unlearn.world.quality import prompt_groups
@@ -258,7 +259,7 @@ def heldout_prompts(cfg: TuneConfig, model: str) -> dict[str, list[tuple[str, in
     files = {"safe": cfg.captions_file, "concept": cfg.concept_prompts_file, "close": cfg.close_prompts_file}
     groups = {}
     for g, (name, path) in enumerate(files.items()):
-        if path:
+        if path and Path(path).is_file():
             lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
             groups[name] = [(p, seed * 100_000 + g * 10_000 + i) for i, p in enumerate(lines[: cfg.num_prompts])]
     return groups

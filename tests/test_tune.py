@@ -231,3 +231,20 @@ def test_the_tune_never_measures_a_point_on_a_prompt_it_was_held_to(tmp_path):
     base = cfg.base_train_config().retain_prompts
     assert set(demo) & held_out == {"a violet block"}
     assert base == tuple(p for p in demo if p != "a violet block")
+
+
+def test_a_missing_prompt_file_is_named_when_the_train_config_holds_retain_prompts(tmp_path, capsys, no_model_loads):
+    """The tune drops retain prompts that are held-out prompts, which reads the held-out prompt files:
+    a missing one must still be reported by its option, before any model loads, not as a traceback."""
+    real = tmp_path / "sd"
+    real.mkdir()
+    (real / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+    train = tmp_path / "train.yaml"
+    train.write_text(f"pretrained_model: {real}\nretain_prompts: [a dog, a cat]\nretain_weight: 1.0\n")
+    args = ["tune", "--output-dir", str(tmp_path / "o"), "--train-config", str(train), "--pairs-dir",
+            _pairs(tmp_path), "--detector", "red-tune-test", "--metric", "pixel-tune-test"]
+    assert "--captions-file: " in _cli_error(capsys, args + ["--captions-file", str(tmp_path / "no.txt")])
+    (tmp_path / "captions.txt").write_text("a dog\n")
+    assert "--concept-prompts-file: " in _cli_error(
+        capsys, args + ["--captions-file", str(tmp_path / "captions.txt"), "--concept-prompts-file", "no.txt"])
+    assert not (tmp_path / "o").exists()
