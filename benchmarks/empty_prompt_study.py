@@ -79,12 +79,12 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     base_row, base_images = measure(pipe, detector, close, metric, None)
     print("base", base_row, flush=True)
+    demo = DemoConfig(**ROBUST_DUO_200_STEPS)  # the recipe README's table was measured on
     for name, overrides in VARIANTS.items():
         if args.only and name not in args.only:
             continue
         folder = out / name.split(" ")[0]
         if not (folder / "pytorch_lora_weights.safetensors").is_file():
-            demo = DemoConfig(**ROBUST_DUO_200_STEPS)  # the recipe README's table was measured on
             train(demo_train_config(demo, args.pairs, folder, **overrides), pipe=load_shapeworld())
         pipe.load_lora_weights(str(folder))
         row, _ = measure(pipe, detector, close, metric, base_images)
