@@ -75,6 +75,27 @@ class DUOConfig:
     hundreds of steps. The shared adversary is that attack, run alongside training: it takes
     ``adversarial_steps`` steps per training step (800 in 200 steps), always against the current
     model. It starts at the empty prompt (the filler tokens in token space), as the probe does."""
+    inversion_pool_every: int = 0
+    """Robust DUO: every this many steps, run a fresh Concept Inversion against the current model
+    and add its token to a pool; every step then also applies the preference (the adversary's β
+    and ``adversarial_weight``) under a pool token placed after each pair's *safe* caption, as
+    the attack's prompts place it ("<caption> <concept>"). The persistent adversaries are moved a
+    few steps at a time from where they were; the attack instead starts afresh from a word and
+    descends hundreds of steps, and lands where they never went. The pool is that attack, its
+    last ``inversion_pool_size`` results kept so the model does not unlearn the earlier ones
+    (AdvUnlearn's fresh attacks, with memory). Every process runs the same inversion on the same
+    draws. 0 is off. One text encoder (SD 1.x/2.x, ShapeWorld)."""
+    inversion_pool_steps: int = 200
+    """Descent steps of each fresh inversion (batches of ``train_batch_size`` unsafe images, any
+    timestep, AdamW at ``inversion_pool_lr``: the attack's optimiser)."""
+    inversion_pool_size: int = 8
+    """Inversions kept in the pool (the oldest leaves first)."""
+    inversion_pool_tokens: int = 1
+    """Learned tokens per inversion (Concept Inversion's: 1)."""
+    inversion_pool_lr: float = 5e-3
+    """Learning rate of each inversion (Concept Inversion's)."""
+    inversion_pool_init_word: str = "mark"
+    """The word whose input embedding every inversion starts from (Concept Inversion's: 'mark')."""
     adversary_init: Literal["empty", "unsafe_prompt"] = "empty"
     """Where the adversarial conditioning starts: the empty prompt's encoding, or (with
     ``adversary_per_pair``) each pair's unsafe prompt's, the sentence-shaped region with the
@@ -277,6 +298,18 @@ class DUOConfig:
                                                      and self.adversarial_objective == "preference"):
             raise ValueError("DUOConfig.adversarial_twin_weight acts under the adversarial conditioning: it needs "
                              "adversarial_conditioning: true and adversarial_objective: preference")
+        if self.inversion_pool_every < 0:
+            raise ValueError(f"DUOConfig.inversion_pool_every must be >= 0 (0: off), got {self.inversion_pool_every}")
+        if self.inversion_pool_every > 0:
+            if not (self.adversarial_conditioning and self.adversarial_objective == "preference"):
+                raise ValueError("DUOConfig.inversion_pool_every adds the preference under pooled inversions to "
+                                 "robust DUO: it needs adversarial_conditioning: true and adversarial_objective: "
+                                 "preference")
+            for name in ("inversion_pool_steps", "inversion_pool_size", "inversion_pool_tokens", "inversion_pool_lr"):
+                if getattr(self, name) <= 0:
+                    raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
+            if not self.inversion_pool_init_word.strip():
+                raise ValueError("DUOConfig.inversion_pool_init_word must be a word")
         if self.adversary_tokens <= 0:
             raise ValueError(f"DUOConfig.adversary_tokens must be positive, got {self.adversary_tokens}")
         if self.retain_weight < 0:

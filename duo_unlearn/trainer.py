@@ -90,16 +90,20 @@ class UnlearningTrainer:
         self.null_cond = self.family.encode_prompts([""]).to(acc.device)
         if cfg.method == "duo":
             self._cache_pairs()
-        self.adversarial_embeds = self.shared_embeds = None
+        self.adversarial_embeds = self.shared_embeds = self.inversion_pool = None
         if cfg.method == "duo" and cfg.adversarial_conditioning:
             rows = len(self.dataset) if cfg.adversary_per_pair else 1
-            self.token_slots = self._token_slots() if cfg.adversary_space == "tokens" else None
+            self.token_slots = self._token_slots(cfg.adversary_tokens) if cfg.adversary_space == "tokens" else None
             start = self._adversary_start(rows, from_prompts=cfg.adversary_init == "unsafe_prompt")
             self.adversarial_embeds = torch.nn.Parameter(start.to(acc.device).clone())
             self.adversarial_optimizer = torch.optim.Adam([self.adversarial_embeds], lr=cfg.adversarial_lr)
             if cfg.shared_adversary:
                 self.shared_embeds = torch.nn.Parameter(self._adversary_start(1, from_prompts=False).to(acc.device))
                 self.shared_optimizer = torch.optim.Adam([self.shared_embeds], lr=cfg.adversarial_lr)
+            if cfg.inversion_pool_every:
+                self.pool_slots = self._token_slots(cfg.inversion_pool_tokens, contexts=self.dataset.safe_prompts,
+                                                    option="inversion_pool_every")
+                self.inversion_pool: list[torch.Tensor] = []
         else:
             self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)
 
@@ -205,14 +209,15 @@ class UnlearningTrainer:
             safe = Conditioning.cat([null.select([i]) if drop[i] else safe.select([i]) for i in range(n)])
         return unsafe, safe
 
-    def _token_slots(self):
+    def _token_slots(self, k: int, contexts=("",), option: str = "adversary_space='tokens'"):
         """The token positions a token-space adversary fills (one text encoder only)."""
         from duo_unlearn.attacks.text import TokenSlots
 
         if self.family.name != "sd":
-            raise ValueError(f"DUOConfig.adversary_space='tokens' needs one text encoder (SD 1.x/2.x); "
-                             f"{type(self.pipe).__name__} has more: use adversary_space='conditioning'")
-        return TokenSlots(self.pipe, self.config.adversary_tokens)
+            hint = ": use adversary_space='conditioning'" if option.startswith("adversary_space") else ""
+            raise ValueError(f"DUOConfig.{option} needs one text encoder (SD 1.x/2.x); "
+                             f"{type(self.pipe).__name__} has more{hint}")
+        return TokenSlots(self.pipe, k, contexts)
 
     def _adversary_start(self, rows: int, from_prompts: bool) -> torch.Tensor:
         """Where ``rows`` adversaries start: the empty prompt (the filler tokens), or each pair's unsafe prompt."""
@@ -278,6 +283,42 @@ class UnlearningTrainer:
             final = self._adversary_hidden_states(rows, embeds)
         return Conditioning(final.detach().to(dtype), extra), error
 
+    def _refresh_inversion_pool(self) -> float:
+        """Run one fresh Concept Inversion against the current model and add its token to the pool
+        (dropping the oldest past ``inversion_pool_size``); returns its last error. The attack's
+        recipe on the training pairs: ``inversion_pool_tokens`` vectors started at the input
+        embedding of ``inversion_pool_init_word``, placed after each drawn pair's safe caption,
+        ``inversion_pool_steps`` AdamW steps down the denoising error of the batch's unsafe images
+        at any timestep; gradients reach the vectors only. As for the adversaries, each process
+        takes its rows of the global batch and the gradients are summed over processes, so every
+        process holds the same pool and N processes x batch b invert as 1 process x batch N*b."""
+        cfg, fam, acc = self.config, self.family, self.accelerator
+        model = acc.unwrap_model(self.model)
+        dtype = next(model.parameters()).dtype
+        n = cfg.train_batch_size
+        table = self.pipe.text_encoder.get_input_embeddings().weight
+        word = self.pipe.tokenizer(cfg.inversion_pool_init_word, add_special_tokens=False).input_ids[0]
+        vectors = torch.nn.Parameter(table[[word] * cfg.inversion_pool_tokens].detach().float()[None].clone())
+        optimizer = torch.optim.AdamW([vectors], lr=cfg.inversion_pool_lr, weight_decay=0.0)
+        extra = self.null_cond.select([0] * n).extra
+        errors = []
+        for _ in range(cfg.inversion_pool_steps):
+            index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
+            x0 = self._sample_latents(self.unsafe_mean, self.unsafe_std, index)
+            noise = self._randn(x0.shape[1:])
+            t = self._timesteps(0, fam.num_train_timesteps)
+            x_t = fam.add_noise(x0, noise, t)
+            cond = Conditioning(self.pool_slots.encode(vectors.expand(n, -1, -1), index).to(dtype), extra)
+            pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
+            per_sample = per_sample_mse(pred, target)
+            (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, vectors)
+            vectors.grad = acc.reduce(grad, "sum") if acc.num_processes > 1 else grad
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            errors.append(per_sample.mean().item())
+        self.inversion_pool = (self.inversion_pool + [vectors.detach()[0].clone()])[-cfg.inversion_pool_size:]
+        return sum(errors[-10:]) / len(errors[-10:])
+
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """DUO's loss on one batch of pairs, and what to log.
 
@@ -286,9 +327,11 @@ class UnlearningTrainer:
         DUO, (unsafe, safe) again under the adversarial conditioning (with the 'negative_guidance'
         objective, only the unsafe rows, and one more reference call on them: unconditional and, with
         ``negative_guidance_target`` 'unsafe_prompt', under each pair's unsafe prompt), and with
-        ``shared_adversary`` (unsafe, safe) once more under the shared adversary. The loss is
-        ``prompt_preference_weight·duo(prompt rows) + λ·preservation + adversarial_weight·
-        duo(adversarial rows) [+ adversarial_weight·duo(shared adversary rows)] [+
+        ``shared_adversary`` (unsafe, safe) once more under the shared adversary, and with
+        ``inversion_pool_every`` once more under a pooled inversion's token after each pair's safe
+        caption. The loss is ``prompt_preference_weight·duo(prompt rows) + λ·preservation +
+        adversarial_weight·duo(adversarial rows) [+ adversarial_weight·duo(shared adversary rows)]
+        [+ adversarial_weight·duo(pool rows)] [+
         adversarial_twin_weight·Σ twin_regression(each adversary's unsafe rows)] [+ retain_weight·
         ‖ε_θ − ε_ref‖² on the noised retain images under their prompts, the last rows]``, the third
         term ``esd_loss`` under 'negative_guidance'. A group whose weight is 0 is not computed: with
@@ -334,6 +377,13 @@ class UnlearningTrainer:
                                                                                   noise, shared=True)
             add("shared_unsafe", xt_unsafe, t_unsafe, shared)
             add("shared_safe", xt_safe, t_safe, shared)
+        if self.inversion_pool:  # (unsafe, safe) once more, each pair's safe caption + a pooled inversion's token
+            member = torch.randint(len(self.inversion_pool), (self._global_batch,), generator=self.generator)[self.rows]
+            with torch.no_grad():
+                tokens = torch.stack([self.inversion_pool[i] for i in member.tolist()])
+                pooled = Conditioning(self.pool_slots.encode(tokens, index.cpu()), self.null_cond.select([0] * n).extra)
+            add("pool_unsafe", xt_unsafe, t_unsafe, pooled)
+            add("pool_safe", xt_safe, t_safe, pooled)
         if cfg.retain_weight > 0:  # the base model's retain images, noised at any timestep, under their prompts
             pick = torch.randint(len(self.retain_mean), (self._global_batch,), generator=self.generator)[self.rows]
             x0_retain = self._sample_latents(self.retain_mean, self.retain_std, pick)
@@ -399,6 +449,11 @@ class UnlearningTrainer:
                            for k in ("adversary_unsafe", "shared_unsafe") if k in group)
                 loss = loss + cfg.adversarial_twin_weight * twin
                 logs["adversarial_twin_loss"] = twin.item()
+        if "pool_unsafe" in group:
+            pool_terms = preference("pool_unsafe", "pool_safe", cfg.adversarial_beta or cfg.beta)
+            loss = loss + cfg.adversarial_weight * pool_terms.loss
+            logs.update({"inversion_pool_duo_loss": pool_terms.loss.item(),
+                         "inversion_pool_implicit_acc": pool_terms.implicit_accuracy.item()})
         if "retain" in group:
             retain = output_preservation_loss(pred[group["retain"]], ref[group["retain"]])
             loss = loss + cfg.retain_weight * retain
@@ -460,6 +515,9 @@ class UnlearningTrainer:
         once, unless an fp16 overflow made the scaler skip the step (accelerate's convention)."""
         acc = self.accelerator
         logs: dict[str, float] = {}
+        inversion_mse = None
+        if self.inversion_pool is not None and self.global_step % self.config.inversion_pool_every == 0:
+            inversion_mse = self._refresh_inversion_pool()
         for _ in range(self.config.gradient_accumulation_steps):
             with acc.accumulate(self.model):
                 loss, logs = self.duo_step_loss() if self.config.method == "duo" else self.esd_step_loss()
@@ -475,6 +533,8 @@ class UnlearningTrainer:
         if not acc.optimizer_step_was_skipped:
             self.lr_scheduler.step()
         self.global_step += 1
+        if inversion_mse is not None:
+            logs["inversion_pool_mse"] = inversion_mse
         if acc.num_processes > 1:  # every rank has an equal share of the batch: the mean is the global batch's
             keys = sorted(logs)
             means = acc.reduce(torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=acc.device), "mean")
@@ -600,6 +660,8 @@ class UnlearningTrainer:
             tensors[f"{prefix}.embeds"] = embeds.detach()
             for key, value in optimizer.state_dict()["state"].get(0, {}).items():
                 tensors[f"{prefix}.optimizer.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        if self.inversion_pool:  # the pooled inversions' tokens, oldest first
+            tensors["inversion_pool"] = torch.stack(self.inversion_pool).detach()
         with atomic_dir(folder) as tmp:
             save_lora(self.pipe, acc.unwrap_model(self.model), self.family.lora_component, tmp)
             atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
@@ -683,6 +745,11 @@ class UnlearningTrainer:
             adv_state["state"] = {0: {key[len(f"{prefix}.optimizer."):]: value for key, value in tensors.items()
                                       if key.startswith(f"{prefix}.optimizer.")}}
             optimizer.load_state_dict(adv_state)
+        if self.inversion_pool is not None:
+            if "inversion_pool" not in tensors:
+                raise ValueError(f"{folder} was saved without inversion_pool_every; resume with the same setting")
+            device = self.pipe.text_encoder.device
+            self.inversion_pool = [v.to(device) for v in tensors["inversion_pool"].unbind(0)]
         sched_state = self.lr_scheduler.state_dict()
         sched_state.update(state["lr_scheduler"])
         self.lr_scheduler.load_state_dict(sched_state)

@@ -167,7 +167,8 @@ def test_sneakyprompt_confirmation_reaches_the_attack_its_cache_key_and_the_prot
 
 @pytest.mark.parametrize("asked", [{}, {"shared_adversary": True, "adversarial_twin_weight": 3.0,
                                         "robust_lora_target_modules": ("to_q", "ff.net.2"),
-                                        "robust_retain_weight": 40.0}])
+                                        "robust_retain_weight": 40.0, "inversion_pool_every": 25,
+                                        "inversion_pool_steps": 150}])
 def test_robust_options_reach_training_only_when_set(tmp_path, monkeypatch, asked):
     """The study's robust DUO is trained with the variant's options, and a study that leaves them
     unset asks for exactly what it asked before they existed (its trained models stay reusable)."""
@@ -192,6 +193,8 @@ def test_robust_options_reach_training_only_when_set(tmp_path, monkeypatch, aske
     assert config.retain_weight == asked.get("robust_retain_weight", 0.0)  # on the preserve prompts, UCE's
     assert config.retain_prompts == (("a red square with a plus over it", "a blue circle") if asked else ())
     marker = json.loads((folder / "study_train_settings.json").read_text())
+    assert (config.inversion_pool_every, config.inversion_pool_steps) == ((25, 150) if asked else (0, 200))
     options = {"shared_adversary", "adversarial_twin_weight", "lora_target_modules", "retain_weight", "retain_prompts",
-               "retain_num_inference_steps"}
+               "retain_num_inference_steps", "inversion_pool_every", "inversion_pool_steps", "inversion_pool_size",
+               "inversion_pool_tokens"}
     assert options & marker.keys() == (options if asked else set())

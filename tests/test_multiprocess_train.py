@@ -95,3 +95,30 @@ def test_bf16_launch_is_recorded_and_a_killed_run_resumes_exactly(saved_model_an
                mixed_precision="bf16")
     assert (resumed / LORA_WEIGHTS_NAME).read_bytes() == (full / LORA_WEIGHTS_NAME).read_bytes()
     assert [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()] == [3, 4]
+
+
+def test_two_processes_invert_the_pool_as_one_process_with_the_doubled_batch(saved_model_and_pairs, tmp_path,
+                                                                              launch_two):
+    """Robust DUO's inversion pool on 2 processes: each rank inverts on its rows of the global
+    batch and the gradients are summed, so both hold the pool of 1 process x batch 4 (up to
+    float summation order), and so does the LoRA trained under it; rank 0's rows alone differ."""
+    root = saved_model_and_pairs
+    robust = dict(adversarial_conditioning=True, adversary_per_pair=True, inversion_pool_every=2,
+                  inversion_pool_steps=4, inversion_pool_size=2, max_train_steps=3, checkpointing_steps=2)
+    launch_two("train", *_flags(root, tmp_path / "two", train_batch_size=2, **robust), cwd=tmp_path)
+
+    def one_process(batch: int) -> tuple[dict, torch.Tensor]:
+        out = tmp_path / f"one-{batch}"
+        train(DUOConfig(pretrained_model=str(root / "model"), pairs_dir=str(root / "pairs"), output_dir=str(out),
+                        train_batch_size=batch, **robust, **COMMON))
+        return load_file(out / LORA_WEIGHTS_NAME), _pool(out)
+
+    def _pool(out) -> torch.Tensor:
+        return load_file(out / "checkpoint-2" / "trainer_state.safetensors")["inversion_pool"]
+
+    two, two_pool = load_file(tmp_path / "two" / LORA_WEIGHTS_NAME), _pool(tmp_path / "two")
+    (same, same_pool), (_, rank0_pool) = one_process(4), one_process(2)
+    torch.testing.assert_close(two_pool, same_pool, rtol=1e-4, atol=1e-5)
+    scale = max(w.abs().max().item() for w in two.values())
+    assert _max_abs_diff(two, same) <= 1e-4 * scale
+    assert (two_pool - rank0_pool).abs().max() > 100 * max((two_pool - same_pool).abs().max().item(), 1e-7)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from duo_unlearn.config import DUOConfig
+from duo_unlearn.families import Conditioning, scale_latents
 from duo_unlearn.lora import LORA_WEIGHTS_NAME
 from duo_unlearn.testing import random_pair_dataset, tiny_sd_pipeline
 from duo_unlearn.trainer import UnlearningTrainer
@@ -574,3 +575,153 @@ def test_the_former_demo_recipe_is_the_studys_robust_duo(tmp_path):
         study.train_steps, study.adversarial_weight, study.robust_retain_weight)
     assert cfg.resolved_preservation_weight == study.base_preservation_weight * beta / 100
     assert cfg.resolved_learning_rate == pytest.approx(study.base_learning_rate * 100 / beta)
+
+
+def _captioned_pairs():
+    from duo_unlearn.pairs import PairDataset
+
+    data = random_pair_dataset()
+    safe = ["a red circle", "a blue square on grass", "a green triangle", "two yellow stars"]
+    return PairDataset(data.unsafe, data.safe, [p + " with a black x" for p in safe], safe, data.records)
+
+
+def _pool_trainer(tmp_path, **kw):
+    pool = dict(adversary_per_pair=True, adversarial_beta=30.0, inversion_pool_every=2, inversion_pool_steps=3,
+                inversion_pool_size=2)
+    cfg = _config(tmp_path, **{**pool, **kw})
+    return UnlearningTrainer(cfg, pipe=tiny_sd_pipeline(), dataset=_captioned_pairs())
+
+
+def test_token_slots_after_a_context_encode_what_concept_inversions_prompt_encodes():
+    """A pooled inversion's token after a pair's safe caption is what Concept Inversion's prompt
+    "<caption> <concept>" encodes, bit for bit, for captions of different lengths in one batch."""
+    from duo_unlearn.attacks.text import Placeholders, TokenSlots, encode_ids, tokenize
+
+    pipe = tiny_sd_pipeline()
+    pipe.text_encoder.requires_grad_(False)
+    captions = ["a red circle", "two yellow stars on grass, small", ""]
+    slots = TokenSlots(pipe, 2, captions)
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+    vectors = torch.nn.Parameter(table[torch.tensor([[5, 9], [20, 3], [7, 7], [11, 4]])].clone())
+    contexts = torch.tensor([1, 0, 2, 1])
+    hidden = slots.encode(vectors, contexts)
+    for row, context in enumerate(contexts.tolist()):
+        with torch.no_grad(), Placeholders(pipe, 2, init=vectors[row]) as adv:
+            expected = encode_ids(pipe, tokenize(pipe, [f"{captions[context]} {adv.text}".strip()]))
+        assert torch.equal(hidden[row], expected[0])
+    hidden.pow(2).sum().backward()
+    assert vectors.grad is not None and vectors.grad.abs().sum(dim=(1, 2)).min() > 0
+    with pytest.raises(ValueError, match="too long"):
+        TokenSlots(pipe, 2, [" ".join(["circle"] * 200)])
+
+
+def test_inversion_pool_step_loss_equals_its_formula(tmp_path):
+    """With ``inversion_pool_every`` the step adds the preference (the adversary's β and weight)
+    on the same (unsafe, safe) rows under a pooled inversion's token after each pair's safe caption."""
+    trainer = _pool_trainer(tmp_path)
+    trainer.step()  # step 0 runs the first inversion
+    assert len(trainer.inversion_pool) == 1
+    indices, randint = [], torch.randint
+
+    def recording_randint(*args, **kw):
+        indices.append(randint(*args, **kw))
+        return indices[-1]
+
+    torch.randint = recording_randint
+    try:
+        loss, logs, calls, draws = _recorded_step_loss(trainer)
+    finally:
+        torch.randint = randint
+    cfg = trainer.config
+    n = cfg.train_batch_size
+    (x, t, cond, pred), (_, _, _, ref) = calls[-2], calls[-1]
+    assert len(x) == 7 * n  # prompt u, s | noise | pair adversary u, s | pool u, s
+    pair_index = indices[0]
+    with torch.no_grad():
+        expected_cond = trainer.pool_slots.encode(trainer.inversion_pool[0][None].expand(n, -1, -1), pair_index)
+    p_u, p_s = slice(5 * n, 6 * n), slice(6 * n, 7 * n)
+    assert torch.equal(cond[p_u], expected_cond) and torch.equal(cond[p_s], expected_cond)
+    assert torch.equal(x[p_u], x[:n]) and torch.equal(x[p_s], x[n:2 * n]) and torch.equal(t[p_u], t[:n])
+    noise = draws[2]
+
+    def preference(rows_u, rows_s, beta):
+        diff = ((_mse(pred[rows_s], noise) - _mse(ref[rows_s], noise))
+                - (_mse(pred[rows_u], noise) - _mse(ref[rows_u], noise)))
+        return -F.logsigmoid(-beta * diff).mean()
+
+    g = [slice(k * n, (k + 1) * n) for k in range(7)]
+    pool_term = preference(g[5], g[6], 30.0)
+    expected = (cfg.prompt_preference_weight * preference(g[0], g[1], cfg.beta)
+                + cfg.preservation_weight * (pred[g[2]].double() - ref[g[2]].double()).pow(2).mean()
+                + cfg.adversarial_weight * preference(g[3], g[4], 30.0)
+                + cfg.adversarial_weight * pool_term)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(logs["inversion_pool_duo_loss"], dtype=torch.float64), pool_term,
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_inversion_pool_is_refreshed_every_k_steps_and_keeps_the_newest(tmp_path):
+    """A fresh inversion at steps 0, k, 2k…, the pool capped at its size (the oldest leaves), each
+    a token that reproduces the unsafe images better than the word it started from, found
+    without touching the LoRA."""
+    trainer = _pool_trainer(tmp_path, inversion_pool_steps=25, inversion_pool_lr=5e-2)
+    seen = []
+    for step in range(5):
+        logs = trainer.step()
+        seen.append([v.clone() for v in trainer.inversion_pool])
+        assert ("inversion_pool_mse" in logs) == (step % 2 == 0)
+    assert [len(p) for p in seen] == [1, 1, 2, 2, 2]
+    assert torch.equal(seen[2][0], seen[0][0]) and torch.equal(seen[4][0], seen[2][1])  # oldest left first
+    assert not torch.equal(seen[2][1], seen[0][0])
+
+    fam, pipe = trainer.family, trainer.pipe
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    g = torch.Generator().manual_seed(0)
+    index = torch.arange(4)
+    x0 = scale_latents(pipe.vae, trainer.unsafe_mean[index])
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.tensor([100, 300, 500, 700])
+    trainer.config.inversion_pool_size = 1
+    trainer.global_step = 0
+    with torch.no_grad():
+        word = pipe.tokenizer("mark", add_special_tokens=False).input_ids[0]
+        start = pipe.text_encoder.get_input_embeddings().weight[[word]][None].float()
+
+        def error(token):
+            cond = Conditioning(trainer.pool_slots.encode(token.expand(4, -1, -1), index),
+                                trainer.null_cond.select([0] * 4).extra)
+            return _mse(fam.predict(model, fam.add_noise(x0, noise, t), t, cond), noise).mean()
+
+    before = {k: v.clone() for k, v in model.state_dict().items() if "lora" in k}
+    trainer.config.inversion_pool_steps = 60
+    trainer._refresh_inversion_pool()
+    with torch.no_grad():
+        assert error(trainer.inversion_pool[0][None]) < error(start)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert all(p.grad is None for p in trainer.lora_params)
+
+
+def test_inversion_pool_run_resumes_exactly(tmp_path):
+    kw = dict(max_train_steps=5)
+    full = _pool_trainer(tmp_path / "full", **kw).train()
+    _pool_trainer(tmp_path / "cut", checkpointing_steps=2, **kw).train()
+    torch.manual_seed(1234)
+    resumed = _pool_trainer(tmp_path / "cut", checkpointing_steps=2, **kw,
+                            resume_from_checkpoint=str(tmp_path / "cut" / "out" / "checkpoint-2"))
+    out = resumed.train()
+    a, b = load_file(full / LORA_WEIGHTS_NAME), load_file(out / LORA_WEIGHTS_NAME)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    saved = load_file(tmp_path / "cut" / "out" / "checkpoint-2" / "trainer_state.safetensors")
+    assert saved["inversion_pool"].shape[0] == 1  # the step-0 inversion; step 2's runs after the resume
+
+
+def test_inversion_pool_needs_robust_duo_and_one_text_encoder(tmp_path):
+    with pytest.raises(ValueError, match="inversion_pool_every"):
+        _config(tmp_path, adversarial_conditioning=False, inversion_pool_every=5)
+    with pytest.raises(ValueError, match="inversion_pool_steps"):
+        _config(tmp_path, inversion_pool_every=5, inversion_pool_steps=0)
+    from duo_unlearn.testing import tiny_sd3_pipeline
+
+    with pytest.raises(ValueError, match="inversion_pool_every needs one text encoder"):
+        UnlearningTrainer(_config(tmp_path, inversion_pool_every=5), pipe=tiny_sd3_pipeline(),
+                          dataset=random_pair_dataset())

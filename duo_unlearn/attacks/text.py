@@ -123,38 +123,56 @@ class Placeholders:
 
 class TokenSlots:
     """``k`` token positions whose input embeddings are given per row, encoded through the text
-    encoder with gradients: the prompt ``"a a … a"`` (k fillers) with row ``i``'s vectors in place
-    of the fillers. Robust DUO's token-space adversary optimises such vectors; a row's hidden
-    states are exactly those of the prompt ``"<adv0> … <adv{k-1}>"`` under ``Placeholders``
-    holding the same vectors (tested), i.e. what a textual inversion of ``k`` tokens can say.
+    encoder with gradients: the prompt ``"<context> a … a"`` (k fillers after one of
+    ``contexts``, by default only the empty one) with row ``i``'s vectors in place of the
+    fillers. A row's hidden states are exactly those of ``"<context> <adv0> … <adv{k-1}>"``
+    under ``Placeholders`` holding the same vectors (tested), i.e. what a textual inversion of
+    ``k`` tokens can say: robust DUO's token-space adversary optimises such vectors alone, its
+    inversion pool after each pair's safe caption, where Concept Inversion puts its token.
     One text encoder with a start token (SD 1.x/2.x, ShapeWorld); anything else is refused."""
 
     FILLER = "a"
 
-    def __init__(self, pipe, k: int) -> None:
+    def __init__(self, pipe, k: int, contexts: Sequence[str] = ("",)) -> None:
         self.pipe, self.k = pipe, k
-        self.ids = tokenize(pipe, [" ".join([self.FILLER] * k)])
         filler = pipe.tokenizer(self.FILLER, add_special_tokens=False).input_ids
-        if len(filler) != 1 or self.ids[0, 1 : k + 1].tolist() != filler * k:
-            raise ValueError(f"token-space adversary: {type(pipe.tokenizer).__name__} does not put {k} "
-                             f"'{self.FILLER}' tokens after a start token; use the conditioning-space adversary")
+        if len(filler) != 1:
+            raise ValueError(f"token-space adversary: {type(pipe.tokenizer).__name__} splits '{self.FILLER}'; "
+                             "use the conditioning-space adversary")
         self.filler_id = filler[0]
+        texts = [f"{context.strip()} {' '.join([self.FILLER] * k)}".strip() for context in contexts]
+        self.ids = tokenize(pipe, texts)
+        positions = []
+        for context, text, row in zip(contexts, texts, self.ids):
+            end = len(pipe.tokenizer(text).input_ids) - 1  # the end token's position: the fillers precede it
+            if end >= len(row) or row[end - k : end].tolist() != filler * k or end - k < 1:
+                raise ValueError(f"token-space adversary: {type(pipe.tokenizer).__name__} does not put {k} "
+                                 f"'{self.FILLER}' tokens after {context.strip()!r} and before an end token "
+                                 "(a context too long for the tokenizer?); use the conditioning-space adversary")
+            positions.append(list(range(end - k, end)))
+        self.positions = torch.tensor(positions)
 
     def filler_vectors(self) -> torch.Tensor:
         """(k, dim): the filler's input embedding in every slot, the adversary's neutral start."""
         emb = self.pipe.text_encoder.get_input_embeddings().weight
         return emb[[self.filler_id] * self.k].detach().float()
 
-    def encode(self, vectors: torch.Tensor) -> torch.Tensor:
-        """Hidden states for ``vectors`` (rows, k, dim), differentiable in ``vectors``."""
+    def encode(self, vectors: torch.Tensor, contexts: torch.Tensor | None = None) -> torch.Tensor:
+        """Hidden states for ``vectors`` (rows, k, dim), row ``i`` after context ``contexts[i]``
+        (default the first context for every row), differentiable in ``vectors``."""
+        contexts = torch.zeros(len(vectors), dtype=torch.long) if contexts is None else contexts.cpu()
+        rows = torch.arange(len(vectors))[:, None]
+        positions = self.positions[contexts]
+
         def put(module, args, output):
             output = output.clone()
-            output[:, 1 : self.k + 1] = vectors.to(device=output.device, dtype=output.dtype)
+            output[rows.to(output.device), positions.to(output.device)] = vectors.to(device=output.device,
+                                                                                      dtype=output.dtype)
             return output
 
         hook = self.pipe.text_encoder.get_input_embeddings().register_forward_hook(put)
         try:
-            return encode_ids(self.pipe, self.ids.expand(len(vectors), -1))
+            return encode_ids(self.pipe, self.ids[contexts])
         finally:
             hook.remove()
 

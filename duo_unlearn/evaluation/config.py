@@ -58,6 +58,15 @@ class EvalConfig:
     from scenes seeded apart from the metric groups' (a short caption can recur by chance: one
     wording per group on seed 1, three safe ones on seed 2; benchmarks/preserve_overlap.py measures
     what they change). 0 is off."""
+    inversion_pool_every: int = 0
+    """Robust DUO: every this many steps a fresh Concept Inversion against the current model joins
+    a pool the preference also acts under (see DUOConfig.inversion_pool_every); 0 is off."""
+    inversion_pool_steps: int = 200
+    """Robust DUO with the pool: descent steps of each inversion."""
+    inversion_pool_size: int = 8
+    """Robust DUO with the pool: inversions kept."""
+    inversion_pool_tokens: int = 1
+    """Robust DUO with the pool: learned tokens per inversion."""
     robust_lora_target_modules: tuple[str, ...] | None = None
     """Robust DUO: the modules its LoRA adapts (None: DUOConfig's default, the attention
     projections), e.g. adding the feed-forward layers ``ff.net.0.proj`` and ``ff.net.2``."""
@@ -203,6 +212,12 @@ class EvalConfig:
         if self.sneakyprompt_confirm_seeds < 0:
             raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
                              f"got {self.sneakyprompt_confirm_seeds}")
+        for name in ("inversion_pool_steps", "inversion_pool_size", "inversion_pool_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.inversion_pool_every < 0 or (self.inversion_pool_every and self.adversarial_objective != "preference"):
+            raise ValueError("EvalConfig.inversion_pool_every must be >= 0 (0: off), and needs adversarial_objective: "
+                             "preference")
         for name in ("adversary_tokens", "num_attack_prompts", "images_per_prompt", "num_eval_prompts", "num_pairs",
                      "train_steps", "train_batch_size", "esd_steps", "adversarial_steps"):
             if getattr(self, name) <= 0:

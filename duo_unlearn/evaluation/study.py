@@ -519,6 +519,11 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
             if cfg.robust_retain_weight:
                 settings.update(retain_weight=cfg.robust_retain_weight, retain_prompts=list(preserve_prompts),
                                 retain_num_inference_steps=NUM_INFERENCE_STEPS)
+            if cfg.inversion_pool_every:
+                settings.update(inversion_pool_every=cfg.inversion_pool_every,
+                                inversion_pool_steps=cfg.inversion_pool_steps,
+                                inversion_pool_size=cfg.inversion_pool_size,
+                                inversion_pool_tokens=cfg.inversion_pool_tokens)
             if cfg.robust_lora_target_modules:
                 settings["lora_target_modules"] = list(cfg.robust_lora_target_modules)
     elif spec["method"] == "esd":
