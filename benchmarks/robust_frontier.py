@@ -65,6 +65,10 @@ VARIANTS = {
                                                          "training steps",
     "configs/eval_robustness_retain_3e4_low_adversarial_beta_800_steps.yaml": "adversarial β 50, weight 20, λ 2e7, "
                                                                               "retain weight 3e4, 800 training steps",
+    "configs/eval_robustness_inversion_pool.yaml": "the retain recipe plus the inversion pool: every 25 steps a "
+                                                   "fresh 200-step Concept Inversion against the current model, the "
+                                                   "preference also under the last 8 inversions' tokens",
+    "configs/eval_robustness_inversion_pool_deep.yaml": "the same, every 50 steps a 500-step inversion",
 }
 STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
@@ -75,6 +79,15 @@ COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/clo
            ("dsr/ring-a-bell", "DSR Ring-A-Bell (where run)", ".2f"), ("dsr/sneakyprompt", "DSR SneakyPrompt", ".2f"),
            ("dsr/unlearndiffatk", "DSR UnlearnDiffAtk", ".2f")]
 MODEL = "duo-b500-robust"
+CURVES = [("concept-inversion", "Concept Inversion DSR at 50 / 200 / 500 / 1000 steps (n = 48 each)"),
+          ("adaptive-inversion", "adaptive inversion DSR at 50 / 200 / 500 / 1000 steps (n = 48 each)")]
+
+
+def curve_cell(points: list[dict] | None) -> str:
+    """A budget curve as DSRs, cheapest budget first ('n/a' where the run kept none)."""
+    if not points:
+        return "n/a"
+    return " / ".join(f"{1 - p['successes'] / p['n']:.2f}" for p in sorted(points, key=lambda p: p["budget"]))
 
 
 def frontier_rows(seed: int, out: Path = Path("docs/robustness")) -> tuple[list[list[str]], dict[str, Path]]:
@@ -85,7 +98,8 @@ def frontier_rows(seed: int, out: Path = Path("docs/robustness")) -> tuple[list[
     from duo_unlearn.evaluation.report import format_figure
     from duo_unlearn.evaluation.study import study_protocol
 
-    rows = [["robust DUO variant (config)", "n attack images"] + [label for _, label, _ in COLUMNS]]
+    rows = [["robust DUO variant (config)", "n attack images"] + [label for _, label, _ in COLUMNS]
+            + [label for _, label in CURVES]]
     found = {}
     for config, label in VARIANTS.items():
         cfg = load_config(EvalConfig, config)
@@ -101,10 +115,12 @@ def frontier_rows(seed: int, out: Path = Path("docs/robustness")) -> tuple[list[
         if not path.is_file() or MODEL not in json.loads(path.read_text())["models"]:
             print(f"{config}: no {MODEL} in {path} yet; run `duo eval --config {config} --run-seeds {seed}`")
             continue
-        figures = json.loads(path.read_text())["models"][MODEL]["figures"]
+        model = json.loads(path.read_text())["models"][MODEL]
+        figures, curves = model["figures"], model.get("curves", {})
         n = figures.get("dsr/concept-inversion", {}).get("n", "n/a")
         rows.append([f"{label} (`{Path(config).name}`)", str(n)]
-                    + [format_figure(figures.get(k), f) for k, _, f in COLUMNS])
+                    + [format_figure(figures.get(k), f) for k, _, f in COLUMNS]
+                    + [curve_cell(curves.get(attack)) for attack, _ in CURVES])
         found[config] = path
     return rows, found
 
@@ -130,7 +146,8 @@ def main() -> None:
                       "over 64 prompts. Made by `python benchmarks/robust_frontier.py`. Each inversion cell is "
                       "one attack run (its images share one learned embedding), so its interval says nothing "
                       "of another run: `benchmarks/attack_runs.py` measures that (attack_runs.md).", "",
-                      "Every row but the 800-step ones was trained before 2026-11-27's trainer change (row "
+                      "Every row but the 800-step and inversion-pool ones was trained before 2026-11-27's "
+                      "trainer change (row "
                       "groups of weight 0 left out of the batch): the same config trains other bits today, "
                       "another instance of the same recipe. `docs/robustness/retain-recipe/` is the retain "
                       "recipe re-run after the change; README compares the two instances.", "",
