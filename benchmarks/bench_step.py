@@ -23,6 +23,11 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
 - DUO robust, retain term: robust DUO with ``retain_weight`` (16 retain prompts; the demo's
   recipe has this cost per step): one more row group, the base model's retain images under their
   prompts, in the policy and reference calls (the retain images are drawn once at setup, outside the timed steps).
+- DUO robust, pool rows: robust DUO with ``inversion_pool_every`` (its one inversion runs in the
+  warm-up): the preference on 2 more row groups under a pooled token after each pair's caption.
+- inversion step: one step of the pool's fresh inversion (text encoder and denoiser forward and
+  backward on one batch of unsafe images). A pool of s-step inversions every k steps costs, per
+  training step, the pool rows plus s/k inversion steps.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from pathlib import Path
 import torch
 
 VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_prompt_rows", "duo_robust_tokens",
-            "duo_robust_shared", "duo_robust_retain")
+            "duo_robust_shared", "duo_robust_retain", "duo_robust_pool_rows", "inversion_step")
 RETAIN_PROMPTS = tuple(f"a {c} {s} with a plus over it" for c in ("red", "blue", "green", "yellow")
                        for s in ("square", "circle")) + tuple(f"a {c} triangle" for c in ("red", "blue", "green",
                                                                                             "yellow", "purple",
@@ -103,7 +108,7 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     g = torch.Generator().manual_seed(0)
     n_pairs = 32
     images = torch.rand((n_pairs, 3, 64, 64), generator=g) * 2 - 1
-    dataset = PairDataset(images, images.flip(-1), ["u"] * n_pairs, ["s"] * n_pairs,
+    dataset = PairDataset(images, images.flip(-1), ["u"] * n_pairs, ["a red square"] * n_pairs,
                           [{"index": i} for i in range(n_pairs)])
     robust = demo_robust_settings() if variant.startswith("duo_robust") else {}
     if variant == "duo_robust_prompt_rows":
@@ -114,6 +119,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         robust.update(shared_adversary=True)
     if variant == "duo_robust_retain":
         robust.update(retain_prompts=RETAIN_PROMPTS, retain_weight=1e4, retain_num_inference_steps=12)
+    if variant in ("duo_robust_pool_rows", "inversion_step"):  # one refresh in the warm-up, none timed
+        robust = {**demo_robust_settings(), "inversion_pool_every": 10**6, "inversion_pool_steps": 1}
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
                     checkpointing_steps=0, **robust)
     trainer = UnlearningTrainer(cfg, pipe=load_shapeworld(), dataset=dataset)
@@ -144,7 +151,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
     step = {"plain_lora": lambda: plain_lora_step(trainer), "duo_cached": trainer.step,
             "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_prompt_rows": trainer.step,
             "duo_robust_tokens": trainer.step,
-            "duo_robust_shared": trainer.step, "duo_robust_retain": trainer.step}[variant]
+            "duo_robust_shared": trainer.step, "duo_robust_retain": trainer.step,
+            "duo_robust_pool_rows": trainer.step, "inversion_step": trainer._refresh_inversion_pool}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -196,6 +204,10 @@ def main(argv=None) -> int:
         f"- robust DUO, token adversary / robust DUO = **{med['duo_robust_tokens'] / med['duo_robust']:.2f}**",
         f"- robust DUO, shared adversary / robust DUO = **{med['duo_robust_shared'] / med['duo_robust']:.2f}**",
         f"- robust DUO, retain term / robust DUO = **{med['duo_robust_retain'] / med['duo_robust']:.2f}**",
+        f"- robust DUO, inversion pool rows / robust DUO = **{med['duo_robust_pool_rows'] / med['duo_robust']:.2f}**; "
+        f"one inversion step / robust DUO = **{med['inversion_step'] / med['duo_robust']:.2f}**, so a pool of "
+        f"500-step inversions every 50 steps = **"
+        f"{(med['duo_robust_pool_rows'] + 10 * med['inversion_step']) / med['duo_robust']:.2f}** x robust DUO",
         f"- {args.rounds} alternating rounds x {args.steps} timed steps after {args.warmup} warm-up steps, "
         "each variant in its own process; ratios are from this run only.",
         "",
