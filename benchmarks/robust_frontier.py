@@ -69,6 +69,8 @@ VARIANTS = {
                                                    "fresh 200-step Concept Inversion against the current model, the "
                                                    "preference also under the last 8 inversions' tokens",
     "configs/eval_robustness_inversion_pool_deep.yaml": "the same, every 50 steps a 500-step inversion",
+    "configs/eval_robustness_inversion_pool_deep_full_suite.yaml": "the same (500-step pool), the study's whole "
+                                                                   "attack suite",
 }
 STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
