@@ -250,15 +250,12 @@ class UnlearningTrainer:
         current model's denoising error on the unsafe images ``x0`` (noised to ``x_t``), and
         return it (detached) with the last error. With ``adversary_per_pair`` each pair has its own
         conditioning (rows ``index`` of the table), else one is shared; ``shared`` moves the
-        ``shared_adversary`` instead. Gradients reach the conditioning only, never the LoRA. The
-        error is summed over this process's rows and divided by the global batch, and the
-        gradients summed over processes: N processes x batch b move the adversary as one process
-        with batch N*b does."""
-        cfg, fam, acc = self.config, self.family, self.accelerator
+        ``shared_adversary`` instead. Each step is ``_descend_input``: gradients reach the
+        conditioning only, and N processes x batch b move it as one process with batch N*b does."""
+        cfg = self.config
         embeds, optimizer = ((self.shared_embeds, self.shared_optimizer) if shared
                              else (self.adversarial_embeds, self.adversarial_optimizer))
-        model = acc.unwrap_model(self.model)  # no DDP hooks: no parameter gradient is made here
-        dtype = next(model.parameters()).dtype
+        dtype = next(self.model.parameters()).dtype
         n = len(x_t)
         extra = self.null_cond.select([0] * n).extra
         device = embeds.device
@@ -270,18 +267,29 @@ class UnlearningTrainer:
             # sums such rows with parallel atomic adds on a multi-threaded CPU (different bits from
             # run to run); index_select's sums them in order, as one thread always did
             cond = Conditioning(self._adversary_hidden_states(rows, embeds).to(dtype), extra)
-            pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
-            per_sample = per_sample_mse(pred, target)
-            (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, embeds)
-            if acc.num_processes > 1:
-                grad = acc.reduce(grad, "sum")
-            embeds.grad = grad
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            error = per_sample.mean().item()
+            error = self._descend_input(embeds, optimizer, x_t, t, x0, noise, cond).mean().item()
         with torch.no_grad():
             final = self._adversary_hidden_states(rows, embeds)
         return Conditioning(final.detach().to(dtype), extra), error
+
+    def _descend_input(self, params: torch.nn.Parameter, optimizer: torch.optim.Optimizer, x_t: torch.Tensor,
+                       t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """One ``optimizer`` step on ``params`` (an adversary's or an inversion's vectors, which
+        ``cond`` was built from) down the current model's denoising error of ``x0`` noised to
+        ``x_t``; returns this process's per-sample errors. Gradients reach ``params`` only, never
+        the LoRA. The error is summed over this process's rows and divided by the global batch,
+        and the gradients summed over processes: N processes x batch b move ``params`` as one
+        process with batch N*b does."""
+        fam, acc = self.family, self.accelerator
+        model = acc.unwrap_model(self.model)  # no DDP hooks: no parameter gradient is made here
+        dtype = next(model.parameters()).dtype
+        pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
+        per_sample = per_sample_mse(pred, target)
+        (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, params)
+        params.grad = acc.reduce(grad, "sum") if acc.num_processes > 1 else grad
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return per_sample.detach()
 
     def _refresh_inversion_pool(self) -> float:
         """Run one fresh Concept Inversion against the current model and add its token to the pool
@@ -289,12 +297,11 @@ class UnlearningTrainer:
         recipe on the training pairs: ``inversion_pool_tokens`` vectors started at the input
         embedding of ``inversion_pool_init_word``, placed after each drawn pair's safe caption,
         ``inversion_pool_steps`` AdamW steps down the denoising error of the batch's unsafe images
-        at any timestep; gradients reach the vectors only. As for the adversaries, each process
-        takes its rows of the global batch and the gradients are summed over processes, so every
-        process holds the same pool and N processes x batch b invert as 1 process x batch N*b."""
-        cfg, fam, acc = self.config, self.family, self.accelerator
-        model = acc.unwrap_model(self.model)
-        dtype = next(model.parameters()).dtype
+        at any timestep, each step ``_descend_input`` as for the adversaries: each process takes
+        its rows of the global batch and the gradients are summed over processes, so every process
+        holds the same pool and N processes x batch b invert as 1 process x batch N*b."""
+        cfg, fam = self.config, self.family
+        dtype = next(self.model.parameters()).dtype
         n = cfg.train_batch_size
         table = self.pipe.text_encoder.get_input_embeddings().weight
         word = self.pipe.tokenizer(cfg.inversion_pool_init_word, add_special_tokens=False).input_ids[0]
@@ -309,13 +316,7 @@ class UnlearningTrainer:
             t = self._timesteps(0, fam.num_train_timesteps)
             x_t = fam.add_noise(x0, noise, t)
             cond = Conditioning(self.pool_slots.encode(vectors.expand(n, -1, -1), index).to(dtype), extra)
-            pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
-            per_sample = per_sample_mse(pred, target)
-            (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, vectors)
-            vectors.grad = acc.reduce(grad, "sum") if acc.num_processes > 1 else grad
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            errors.append(per_sample.mean().item())
+            errors.append(self._descend_input(vectors, optimizer, x_t, t, x0, noise, cond).mean().item())
         self.inversion_pool = (self.inversion_pool + [vectors.detach()[0].clone()])[-cfg.inversion_pool_size:]
         return sum(errors[-10:]) / len(errors[-10:])
 

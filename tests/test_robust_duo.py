@@ -682,7 +682,6 @@ def test_inversion_pool_is_refreshed_every_k_steps_and_keeps_the_newest(tmp_path
     noise = torch.randn(x0.shape, generator=g)
     t = torch.tensor([100, 300, 500, 700])
     trainer.config.inversion_pool_size = 1
-    trainer.global_step = 0
     with torch.no_grad():
         word = pipe.tokenizer("mark", add_special_tokens=False).input_ids[0]
         start = pipe.text_encoder.get_input_embeddings().weight[[word]][None].float()
