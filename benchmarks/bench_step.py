@@ -28,6 +28,8 @@ this one run: machines are shared and noisy, absolute seconds are not comparable
 - inversion step: one step of the pool's fresh inversion (text encoder and denoiser forward and
   backward on one batch of unsafe images). A pool of s-step inversions every k steps costs, per
   training step, the pool rows plus s/k inversion steps.
+- adaptive inversion step: the same with ``inversion_pool_contrast`` (the adaptive inversion's
+  recipe: 4 tokens, the twin contrast), which denoises each pair's safe image too.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ from pathlib import Path
 import torch
 
 VARIANTS = ("plain_lora", "duo_cached", "duo_naive", "duo_robust", "duo_robust_prompt_rows", "duo_robust_tokens",
-            "duo_robust_shared", "duo_robust_retain", "duo_robust_pool_rows", "inversion_step")
+            "duo_robust_shared", "duo_robust_retain", "duo_robust_pool_rows", "inversion_step",
+            "adaptive_inversion_step")
 RETAIN_PROMPTS = tuple(f"a {c} {s} with a plus over it" for c in ("red", "blue", "green", "yellow")
                        for s in ("square", "circle")) + tuple(f"a {c} triangle" for c in ("red", "blue", "green",
                                                                                             "yellow", "purple",
@@ -119,7 +122,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         robust.update(shared_adversary=True)
     if variant == "duo_robust_retain":
         robust.update(retain_prompts=RETAIN_PROMPTS, retain_weight=1e4, retain_num_inference_steps=12)
-    if variant in ("duo_robust_pool_rows", "inversion_step"):  # one refresh in the warm-up, none timed
+    if variant in ("duo_robust_pool_rows", "inversion_step",
+            "adaptive_inversion_step"):  # one refresh in the warm-up, none timed
         robust = {**demo_robust_settings(), "inversion_pool_every": 10**6, "inversion_pool_steps": 1}
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
                     checkpointing_steps=0, **robust)
@@ -152,7 +156,8 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
             "duo_naive": naive_step, "duo_robust": trainer.step, "duo_robust_prompt_rows": trainer.step,
             "duo_robust_tokens": trainer.step,
             "duo_robust_shared": trainer.step, "duo_robust_retain": trainer.step,
-            "duo_robust_pool_rows": trainer.step, "inversion_step": trainer._refresh_inversion_pool}[variant]
+            "duo_robust_pool_rows": trainer.step, "inversion_step": trainer._refresh_inversion_pool,
+            "adaptive_inversion_step": trainer._refresh_inversion_pool}[variant]
     times = []
     for i in range(warmup + steps):
         start = time.perf_counter()
@@ -208,6 +213,10 @@ def main(argv=None) -> int:
         f"one inversion step / robust DUO = **{med['inversion_step'] / med['duo_robust']:.2f}**, so a pool of "
         f"500-step inversions every 50 steps = **"
         f"{(med['duo_robust_pool_rows'] + 10 * med['inversion_step']) / med['duo_robust']:.2f}** x robust DUO",
+        f"- one adaptive inversion step / robust DUO = **{med['adaptive_inversion_step'] / med['duo_robust']:.2f}**, "
+        "so a pool of 1000-step adaptive inversions every 100 steps = **"
+        f"{(med['duo_robust_pool_rows'] + 10 * med['adaptive_inversion_step']) / med['duo_robust']:.2f}** "
+        "x robust DUO",
         f"- {args.rounds} alternating rounds x {args.steps} timed steps after {args.warmup} warm-up steps, "
         "each variant in its own process; ratios are from this run only.",
         "",

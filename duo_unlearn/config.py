@@ -95,7 +95,17 @@ class DUOConfig:
     inversion_pool_lr: float = 5e-3
     """Learning rate of each inversion (Concept Inversion's)."""
     inversion_pool_init_word: str = "mark"
-    """The word whose input embedding every inversion starts from (Concept Inversion's: 'mark')."""
+    """The word(s), space-separated, whose input embeddings every inversion starts from, cycled
+    over its tokens (Concept Inversion's: 'mark'; the adaptive inversion's: the concept's words,
+    e.g. "black crossed ed marked x" on ShapeWorld)."""
+    inversion_pool_contrast: float = 0.0
+    """With > 0, each pool inversion is the adaptive inversion's recipe instead of Concept
+    Inversion's: it descends ``losses.inversion_contrast_loss`` with this κ (the adaptive attack's
+    100), the error on the unsafe images plus the reverse of DUO's preference against each pair's
+    safe image on the same noise and timestep, so the pool holds conditionings under which the
+    model prefers the unsafe image to its twin, the preference DUO removed. Pair it with the
+    adaptive attack's capacity: ``inversion_pool_tokens`` 4 and the concept's words as
+    ``inversion_pool_init_word``. Each inversion step then denoises twice the rows. 0: off."""
     adversary_init: Literal["empty", "unsafe_prompt"] = "empty"
     """Where the adversarial conditioning starts: the empty prompt's encoding, or (with
     ``adversary_per_pair``) each pair's unsafe prompt's, the sentence-shaped region with the
@@ -310,6 +320,9 @@ class DUOConfig:
                     raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
             if not self.inversion_pool_init_word.strip():
                 raise ValueError("DUOConfig.inversion_pool_init_word must be a word")
+        if self.inversion_pool_contrast < 0:
+            raise ValueError("DUOConfig.inversion_pool_contrast must be >= 0 (0: off), "
+                             f"got {self.inversion_pool_contrast}")
         if self.adversary_tokens <= 0:
             raise ValueError(f"DUOConfig.adversary_tokens must be positive, got {self.adversary_tokens}")
         if self.retain_weight < 0:

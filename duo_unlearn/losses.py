@@ -111,3 +111,14 @@ def twin_regression_loss(model_x0_unsafe: torch.Tensor, x0_safe: torch.Tensor, s
     turns the unsafe image into the twin."""
     weights = snr.to(torch.float32).clamp(max=gamma)
     return (weights * per_sample_mse(model_x0_unsafe, x0_safe.detach())).mean()
+
+
+
+def inversion_contrast_loss(mse_unsafe: torch.Tensor, mse_twin: torch.Tensor, contrast: float) -> torch.Tensor:
+    """The adaptive inversion's batch objective, ``mean(mse_u) + mean(softplus(κ·(mse_u − mse_twin)))/κ``:
+    the inversion's error on the concept images plus the *reverse* of DUO's preference on the same
+    noise and timesteps, so only a conditioning under which the model prefers each unsafe image
+    over its safe twin scores well. The term flattens once that preference is back, so it never
+    pays for merely wrecking the twin. ``contrast`` (κ) must be positive."""
+    mse_unsafe, mse_twin = _upcast(mse_unsafe), _upcast(mse_twin)
+    return mse_unsafe.mean() + F.softplus(contrast * (mse_unsafe - mse_twin)).mean() / contrast

@@ -31,7 +31,14 @@ from duo_unlearn.families import Conditioning, encode_latents, family_for, scale
 from duo_unlearn.hub import model_card, push_to_hub
 from duo_unlearn.io import atomic_dir, atomic_save_safetensors, atomic_write_json, atomic_write_text
 from duo_unlearn.lora import ADAPTER_STATE_NAME, adapters_disabled, add_lora, load_adapter_state_dict, save_lora
-from duo_unlearn.losses import duo_loss_terms, esd_loss, output_preservation_loss, per_sample_mse, twin_regression_loss
+from duo_unlearn.losses import (
+    duo_loss_terms,
+    esd_loss,
+    inversion_contrast_loss,
+    output_preservation_loss,
+    per_sample_mse,
+    twin_regression_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -273,19 +280,29 @@ class UnlearningTrainer:
         return Conditioning(final.detach().to(dtype), extra), error
 
     def _descend_input(self, params: torch.nn.Parameter, optimizer: torch.optim.Optimizer, x_t: torch.Tensor,
-                       t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+                       t: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, cond: Conditioning,
+                       contrast: float = 0.0) -> torch.Tensor:
         """One ``optimizer`` step on ``params`` (an adversary's or an inversion's vectors, which
         ``cond`` was built from) down the current model's denoising error of ``x0`` noised to
         ``x_t``; returns this process's per-sample errors. Gradients reach ``params`` only, never
         the LoRA. The error is summed over this process's rows and divided by the global batch,
         and the gradients summed over processes: N processes x batch b move ``params`` as one
-        process with batch N*b does."""
+        process with batch N*b does. With ``contrast`` > 0 the rows are (unsafe, twin) halves on
+        the same noise and timesteps, the objective is the adaptive inversion's
+        (``inversion_contrast_loss``, weighted by this process's share of the global batch), and
+        the unsafe half's errors are returned."""
         fam, acc = self.family, self.accelerator
         model = acc.unwrap_model(self.model)  # no DDP hooks: no parameter gradient is made here
         dtype = next(model.parameters()).dtype
         pred, target = fam.loss_space(fam.predict(model, x_t.to(dtype), t, cond).float(), x_t, x0, noise, t)
         per_sample = per_sample_mse(pred, target)
-        (grad,) = torch.autograd.grad(per_sample.sum() / self._global_batch, params)
+        if contrast > 0:
+            n = len(per_sample) // 2
+            objective = inversion_contrast_loss(per_sample[:n], per_sample[n:], contrast) * (n / self._global_batch)
+            per_sample = per_sample[:n]
+        else:
+            objective = per_sample.sum() / self._global_batch
+        (grad,) = torch.autograd.grad(objective, params)
         params.grad = acc.reduce(grad, "sum") if acc.num_processes > 1 else grad
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -297,17 +314,22 @@ class UnlearningTrainer:
         recipe on the training pairs: ``inversion_pool_tokens`` vectors started at the input
         embedding of ``inversion_pool_init_word``, placed after each drawn pair's safe caption,
         ``inversion_pool_steps`` AdamW steps down the denoising error of the batch's unsafe images
-        at any timestep, each step ``_descend_input`` as for the adversaries: each process takes
+        at any timestep (with ``inversion_pool_contrast``, the adaptive inversion's objective
+        against each pair's safe image on the same noise and timestep), each step
+        ``_descend_input`` as for the adversaries: each process takes
         its rows of the global batch and the gradients are summed over processes, so every process
         holds the same pool and N processes x batch b invert as 1 process x batch N*b."""
+        from duo_unlearn.attacks.text import word_init_vectors
+
         cfg, fam = self.config, self.family
         dtype = next(self.model.parameters()).dtype
         n = cfg.train_batch_size
         table = self.pipe.text_encoder.get_input_embeddings().weight
-        word = self.pipe.tokenizer(cfg.inversion_pool_init_word, add_special_tokens=False).input_ids[0]
-        vectors = torch.nn.Parameter(table[[word] * cfg.inversion_pool_tokens].detach().float()[None].clone())
+        init = word_init_vectors(self.pipe, cfg.inversion_pool_init_word.split(), cfg.inversion_pool_tokens)
+        vectors = torch.nn.Parameter(init.to(table.device).float()[None].clone())
         optimizer = torch.optim.AdamW([vectors], lr=cfg.inversion_pool_lr, weight_decay=0.0)
         extra = self.null_cond.select([0] * n).extra
+        contrast = cfg.inversion_pool_contrast
         errors = []
         for _ in range(cfg.inversion_pool_steps):
             index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
@@ -316,7 +338,11 @@ class UnlearningTrainer:
             t = self._timesteps(0, fam.num_train_timesteps)
             x_t = fam.add_noise(x0, noise, t)
             cond = Conditioning(self.pool_slots.encode(vectors.expand(n, -1, -1), index).to(dtype), extra)
-            errors.append(self._descend_input(vectors, optimizer, x_t, t, x0, noise, cond).mean().item())
+            if contrast:  # each pair's safe image on the same noise and timestep, under the same prompt
+                x0_safe = self._sample_latents(self.safe_mean, self.safe_std, index)
+                x0, noise, t = torch.cat([x0, x0_safe]), torch.cat([noise, noise]), torch.cat([t, t])
+                x_t, cond = torch.cat([x_t, fam.add_noise(x0_safe, noise[:n], t[:n])]), Conditioning.cat([cond, cond])
+            errors.append(self._descend_input(vectors, optimizer, x_t, t, x0, noise, cond, contrast).mean().item())
         self.inversion_pool = (self.inversion_pool + [vectors.detach()[0].clone()])[-cfg.inversion_pool_size:]
         return sum(errors[-10:]) / len(errors[-10:])
 

@@ -9,6 +9,7 @@ from duo_unlearn.losses import (
     duo_loss_terms,
     esd_loss,
     esd_target,
+    inversion_contrast_loss,
     output_preservation_loss,
     per_sample_mse,
     twin_regression_loss,
@@ -92,3 +93,15 @@ def test_twin_regression_loss_is_the_min_snr_weighted_x0_error():
         assert got.ndim == 0 and abs(got.item() - expected) < 1e-6 * expected
     got.backward()
     assert twin.grad is None and x0_hat.grad is not None
+
+
+def test_inversion_contrast_loss_is_the_error_plus_the_reversed_preference():
+    """mean(mse_u) + mean(softplus(κ·(mse_u − mse_twin)))/κ, worked out by hand: it pays while the
+    twin is denoised better than the unsafe image and flattens once the unsafe image wins."""
+    mse_u = torch.tensor([0.5, 0.2], dtype=torch.float64)
+    mse_twin = torch.tensor([0.3, 0.4], dtype=torch.float64)
+    kappa = 10.0
+    expected = 0.35 + (math.log1p(math.exp(2.0)) + math.log1p(math.exp(-2.0))) / 2 / kappa
+    assert abs(inversion_contrast_loss(mse_u, mse_twin, kappa).item() - expected) < 1e-12
+    # a large κ leaves the error plus the hinge mean(max(mse_u − mse_twin, 0)) = 0.1
+    assert abs(inversion_contrast_loss(mse_u, mse_twin, 1e6).item() - 0.45) < 1e-6

@@ -97,14 +97,18 @@ def test_bf16_launch_is_recorded_and_a_killed_run_resumes_exactly(saved_model_an
     assert [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()] == [3, 4]
 
 
+@pytest.mark.parametrize("recipe", [{}, dict(inversion_pool_contrast=100.0, inversion_pool_tokens=2,
+                                             inversion_pool_init_word="black crossed")],
+                         ids=["concept-inversion", "adaptive"])
 def test_two_processes_invert_the_pool_as_one_process_with_the_doubled_batch(saved_model_and_pairs, tmp_path,
-                                                                              launch_two):
+                                                                              launch_two, recipe):
     """Robust DUO's inversion pool on 2 processes: each rank inverts on its rows of the global
     batch and the gradients are summed, so both hold the pool of 1 process x batch 4 (up to
-    float summation order), and so does the LoRA trained under it; rank 0's rows alone differ."""
+    float summation order), and so does the LoRA trained under it; rank 0's rows alone differ.
+    With the adaptive recipe each rank's contrast objective is weighted by its share of the batch."""
     root = saved_model_and_pairs
     robust = dict(adversarial_conditioning=True, adversary_per_pair=True, inversion_pool_every=2,
-                  inversion_pool_steps=4, inversion_pool_size=2, max_train_steps=3, checkpointing_steps=2)
+                  inversion_pool_steps=4, inversion_pool_size=2, max_train_steps=3, checkpointing_steps=2, **recipe)
     launch_two("train", *_flags(root, tmp_path / "two", train_batch_size=2, **robust), cwd=tmp_path)
 
     def one_process(batch: int) -> tuple[dict, torch.Tensor]:

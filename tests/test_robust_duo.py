@@ -700,6 +700,49 @@ def test_inversion_pool_is_refreshed_every_k_steps_and_keeps_the_newest(tmp_path
     assert all(p.grad is None for p in trainer.lora_params)
 
 
+def test_inversion_pool_with_contrast_takes_the_adaptive_inversions_step(tmp_path):
+    """With ``inversion_pool_contrast`` κ an inversion starts at the given words' embeddings
+    (cycled over its tokens) and descends the adaptive inversion's objective: the unsafe images'
+    error plus softplus(κ·(mse_u − mse_safe))/κ, each pair's safe image on the same noise, timestep
+    and prompt. Replayed here: the first AdamW step from the worked-out gradient."""
+    kappa, lr = 50.0, 1e-2
+    trainer = _pool_trainer(tmp_path, inversion_pool_contrast=kappa, inversion_pool_tokens=3,
+                            inversion_pool_init_word="black crossed", inversion_pool_steps=1, inversion_pool_lr=lr)
+    fam, pipe, n = trainer.family, trainer.pipe, trainer.config.train_batch_size
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    state = trainer.generator.get_state()
+    trainer._refresh_inversion_pool()
+    token = trainer.inversion_pool[0]
+
+    trainer.generator.set_state(state)  # the same draws, in the trainer's order
+    index = torch.randint(len(trainer.dataset), (trainer._global_batch,), generator=trainer.generator)[trainer.rows]
+    x0_u = trainer._sample_latents(trainer.unsafe_mean, trainer.unsafe_std, index)
+    noise = trainer._randn(x0_u.shape[1:])
+    t = trainer._timesteps(0, fam.num_train_timesteps)
+    x0_s = trainer._sample_latents(trainer.safe_mean, trainer.safe_std, index)
+    ids = [pipe.tokenizer(w, add_special_tokens=False).input_ids[0] for w in ("black", "crossed")]
+    table = pipe.text_encoder.get_input_embeddings().weight.detach()
+
+    def first_step(with_contrast: bool) -> torch.Tensor:
+        vectors = torch.nn.Parameter(table[[ids[0], ids[1], ids[0]]].float()[None].clone())
+        cond = Conditioning(trainer.pool_slots.encode(vectors.expand(n, -1, -1), index),
+                            trainer.null_cond.select([0] * n).extra)
+        mse_u = _mse(fam.predict(model, fam.add_noise(x0_u, noise, t), t, cond), noise)
+        mse_s = _mse(fam.predict(model, fam.add_noise(x0_s, noise, t), t, cond), noise)
+        objective = mse_u.mean()
+        if with_contrast:
+            objective = objective + torch.log1p(torch.exp(kappa * (mse_u - mse_s))).mean() / kappa
+        vectors.grad = torch.autograd.grad(objective, vectors)[0]
+        torch.optim.AdamW([vectors], lr=lr, weight_decay=0.0).step()
+        return vectors.detach()[0]
+
+    expected, plain = first_step(True), first_step(False)
+    torch.testing.assert_close(token, expected, rtol=0, atol=lr * 1e-3)
+    assert (token - plain).abs().max() > lr  # the contrast term moved the step: a plain inversion's differs
+    with pytest.raises(ValueError, match="inversion_pool_contrast"):
+        _config(tmp_path, inversion_pool_every=5, inversion_pool_contrast=-1.0)
+
+
 def test_inversion_pool_run_resumes_exactly(tmp_path):
     kw = dict(max_train_steps=5)
     full = _pool_trainer(tmp_path / "full", **kw).train()

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from duo_unlearn.attacks.base import AttackConfig, AttackResult, register_attack
-from duo_unlearn.attacks.text import Placeholders, encode_ids, frozen, tokenize
+from duo_unlearn.attacks.text import Placeholders, encode_ids, frozen, tokenize, word_init_vectors
 from duo_unlearn.families import Conditioning, family_for, scale_latents
-from duo_unlearn.losses import per_sample_mse
+from duo_unlearn.losses import inversion_contrast_loss, per_sample_mse
 
 TEXTUAL_INVERSION_TOKEN = "<concept>"
 """The token name the exported embedding loads under (``load_textual_inversion``)."""
@@ -71,15 +70,6 @@ def _mse_per_sample(pipe, family, latents: torch.Tensor, cond: Conditioning, noi
     return per_sample_mse(*family.loss_space(pred, x_t, latents, noise, t))
 
 
-def _word_init(pipe, words: list[str], n: int) -> torch.Tensor:
-    """Initial vectors for ``n`` tokens: the input embeddings of ``words``' first tokens, cycled."""
-    table = pipe.text_encoder.get_input_embeddings().weight
-    ids = [pipe.tokenizer(w, add_special_tokens=False).input_ids[0] for w in words if w.strip()]
-    if not ids:
-        raise ValueError("no initialisation words for the learned tokens")
-    return table[[ids[i % len(ids)] for i in range(n)]].detach()
-
-
 def _token_inversion(pipe, detector, task, cfg: AttackConfig, method: str, num_tokens: int, init_words: list[str],
                      lr: float, batch_size: int, contrast: float, extra: dict) -> AttackResult:
     """Textual inversion of ``num_tokens`` tokens, rendered at every curve point.
@@ -100,7 +90,7 @@ def _token_inversion(pipe, detector, task, cfg: AttackConfig, method: str, num_t
         twin_mean, twin_std = _image_latents(pipe, task.safe_twins)
     checkpoints = set(curve_points(steps))
     curve, losses = [], []
-    init = _word_init(pipe, init_words, num_tokens).to(pipe.text_encoder.device)
+    init = word_init_vectors(pipe, init_words, num_tokens).to(pipe.text_encoder.device)
     with frozen(pipe.text_encoder, family.denoiser), \
             Placeholders(pipe, num_tokens, init=init, prefix="concept") as token:
         opt = torch.optim.AdamW([token.vectors], lr=lr, weight_decay=0.0)
@@ -113,8 +103,7 @@ def _token_inversion(pipe, detector, task, cfg: AttackConfig, method: str, num_t
                 twins = _latent_batch(pipe, twin_mean, twin_std, idx, gen)
                 mse = _mse_per_sample(pipe, family, torch.cat([latents, twins]), Conditioning.cat([cond, cond]),
                                       torch.cat([noise, noise]), torch.cat([t, t]))
-                mse_u, mse_s = mse[:batch_size], mse[batch_size:]
-                loss = mse_u.mean() + F.softplus(contrast * (mse_u - mse_s)).mean() / contrast
+                loss = inversion_contrast_loss(mse[:batch_size], mse[batch_size:], contrast)
             else:
                 loss = _mse_per_sample(pipe, family, latents, cond, noise, t).mean()
             _descend(opt, loss, losses)

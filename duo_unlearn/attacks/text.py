@@ -121,6 +121,17 @@ class Placeholders:
         return [int(vocab[i]) for i in self._nearest_rows(table)]
 
 
+def word_init_vectors(pipe, words: Sequence[str], n: int) -> torch.Tensor:
+    """(n, dim): the input embeddings of ``words``' first tokens, cycled over ``n`` learned tokens,
+    where an inversion starts (Concept Inversion from one neutral word, the adaptive inversion and
+    the trainer's inversion pool from what names the concept)."""
+    table = pipe.text_encoder.get_input_embeddings().weight
+    ids = [pipe.tokenizer(w, add_special_tokens=False).input_ids[0] for w in words if w.strip()]
+    if not ids:
+        raise ValueError("no initialisation words for the learned tokens")
+    return table[[ids[i % len(ids)] for i in range(n)]].detach()
+
+
 class TokenSlots:
     """``k`` token positions whose input embeddings are given per row, encoded through the text
     encoder with gradients: the prompt ``"<context> a … a"`` (k fillers after one of

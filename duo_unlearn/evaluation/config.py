@@ -67,6 +67,11 @@ class EvalConfig:
     """Robust DUO with the pool: inversions kept."""
     inversion_pool_tokens: int = 1
     """Robust DUO with the pool: learned tokens per inversion."""
+    inversion_pool_init_word: str = "mark"
+    """Robust DUO with the pool: the word(s) each inversion starts from (see DUOConfig)."""
+    inversion_pool_contrast: float = 0.0
+    """Robust DUO with the pool: > 0 makes each inversion the adaptive inversion's recipe with
+    this κ (see DUOConfig.inversion_pool_contrast); 0 is Concept Inversion's."""
     robust_lora_target_modules: tuple[str, ...] | None = None
     """Robust DUO: the modules its LoRA adapts (None: DUOConfig's default, the attention
     projections), e.g. adding the feed-forward layers ``ff.net.0.proj`` and ``ff.net.2``."""
@@ -215,6 +220,8 @@ class EvalConfig:
         for name in ("inversion_pool_steps", "inversion_pool_size", "inversion_pool_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
+        if self.inversion_pool_contrast < 0 or not self.inversion_pool_init_word.strip():
+            raise ValueError("EvalConfig.inversion_pool_contrast must be >= 0 and inversion_pool_init_word a word")
         if self.inversion_pool_every < 0 or (self.inversion_pool_every and self.adversarial_objective != "preference"):
             raise ValueError("EvalConfig.inversion_pool_every must be >= 0 (0: off), and needs adversarial_objective: "
                              "preference")

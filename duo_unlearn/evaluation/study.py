@@ -524,6 +524,9 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                                 inversion_pool_steps=cfg.inversion_pool_steps,
                                 inversion_pool_size=cfg.inversion_pool_size,
                                 inversion_pool_tokens=cfg.inversion_pool_tokens)
+                if cfg.inversion_pool_contrast or cfg.inversion_pool_init_word != "mark":  # earlier models' keys kept
+                    settings.update(inversion_pool_init_word=cfg.inversion_pool_init_word,
+                                    inversion_pool_contrast=cfg.inversion_pool_contrast)
             if cfg.robust_lora_target_modules:
                 settings["lora_target_modules"] = list(cfg.robust_lora_target_modules)
     elif spec["method"] == "esd":
