@@ -71,6 +71,16 @@ VARIANTS = {
     "configs/eval_robustness_inversion_pool_deep.yaml": "the same, every 50 steps a 500-step inversion",
     "configs/eval_robustness_inversion_pool_deep_full_suite.yaml": "the same (500-step pool), the study's whole "
                                                                    "attack suite",
+    "configs/eval_robustness_inversion_pool_adaptive.yaml": "the retain recipe plus the pool with the adaptive "
+                                                            "inversion's recipe: every 100 steps a fresh 1000-step "
+                                                            "inversion of 4 tokens from the concept's words with the "
+                                                            "twin contrast, the last 4 kept",
+    "configs/eval_robustness_inversion_pool_adaptive_full_suite.yaml": "the retain recipe plus the pool with the "
+                                                                       "adaptive inversion's recipe (every 100 "
+                                                                       "steps a 1000-step inversion of 4 tokens "
+                                                                       "from the concept's words with the twin "
+                                                                       "contrast, the last 4 kept), the study's "
+                                                                       "whole attack suite",
 }
 STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
