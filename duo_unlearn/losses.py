@@ -113,7 +113,6 @@ def twin_regression_loss(model_x0_unsafe: torch.Tensor, x0_safe: torch.Tensor, s
     return (weights * per_sample_mse(model_x0_unsafe, x0_safe.detach())).mean()
 
 
-
 def inversion_contrast_loss(mse_unsafe: torch.Tensor, mse_twin: torch.Tensor, contrast: float) -> torch.Tensor:
     """The adaptive inversion's batch objective, ``mean(mse_u) + mean(softplus(κ·(mse_u − mse_twin)))/κ``:
     the inversion's error on the concept images plus the *reverse* of DUO's preference on the same

@@ -309,24 +309,24 @@ class UnlearningTrainer:
         return per_sample.detach()
 
     def _refresh_inversion_pool(self) -> float:
-        """Run one fresh Concept Inversion against the current model and add its token to the pool
-        (dropping the oldest past ``inversion_pool_size``); returns its last error. The attack's
-        recipe on the training pairs: ``inversion_pool_tokens`` vectors started at the input
-        embedding of ``inversion_pool_init_word``, placed after each drawn pair's safe caption,
+        """Run one fresh inversion against the current model and add its tokens to the pool
+        (dropping the oldest past ``inversion_pool_size``); returns its last error. Concept
+        Inversion's recipe (or the adaptive inversion's) on the training pairs:
+        ``inversion_pool_tokens`` vectors started at the input embeddings of
+        ``inversion_pool_init_word``'s words, placed after each drawn pair's safe caption,
         ``inversion_pool_steps`` AdamW steps down the denoising error of the batch's unsafe images
         at any timestep (with ``inversion_pool_contrast``, the adaptive inversion's objective
         against each pair's safe image on the same noise and timestep), each step
-        ``_descend_input`` as for the adversaries: each process takes
-        its rows of the global batch and the gradients are summed over processes, so every process
-        holds the same pool and N processes x batch b invert as 1 process x batch N*b."""
+        ``_descend_input`` as for the adversaries: each process takes its rows of the global batch
+        and the gradients are summed over processes, so every process holds the same pool and N
+        processes x batch b invert as 1 process x batch N*b."""
         from duo_unlearn.attacks.text import word_init_vectors
 
         cfg, fam = self.config, self.family
         dtype = next(self.model.parameters()).dtype
         n = cfg.train_batch_size
-        table = self.pipe.text_encoder.get_input_embeddings().weight
         init = word_init_vectors(self.pipe, cfg.inversion_pool_init_word.split(), cfg.inversion_pool_tokens)
-        vectors = torch.nn.Parameter(init.to(table.device).float()[None].clone())
+        vectors = torch.nn.Parameter(init.float()[None].clone())
         optimizer = torch.optim.AdamW([vectors], lr=cfg.inversion_pool_lr, weight_decay=0.0)
         extra = self.null_cond.select([0] * n).extra
         contrast = cfg.inversion_pool_contrast
