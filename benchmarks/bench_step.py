@@ -122,8 +122,7 @@ def _run(variant: str, batch: int, steps: int, warmup: int, queue) -> None:
         robust.update(shared_adversary=True)
     if variant == "duo_robust_retain":
         robust.update(retain_prompts=RETAIN_PROMPTS, retain_weight=1e4, retain_num_inference_steps=12)
-    if variant in ("duo_robust_pool_rows", "inversion_step",
-            "adaptive_inversion_step"):  # one refresh in the warm-up, none timed
+    if variant in ("duo_robust_pool_rows", "inversion_step", "adaptive_inversion_step"):  # step 0 refreshes, no other
         robust = {**demo_robust_settings(), "inversion_pool_every": 10**6, "inversion_pool_steps": 1}
     cfg = DUOConfig(output_dir="/tmp/duo-bench", train_batch_size=batch, max_train_steps=steps + warmup,
                     checkpointing_steps=0, **robust)

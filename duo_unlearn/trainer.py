@@ -340,8 +340,9 @@ class UnlearningTrainer:
             cond = Conditioning(self.pool_slots.encode(vectors.expand(n, -1, -1), index).to(dtype), extra)
             if contrast:  # each pair's safe image on the same noise and timestep, under the same prompt
                 x0_safe = self._sample_latents(self.safe_mean, self.safe_std, index)
+                x_t = torch.cat([x_t, fam.add_noise(x0_safe, noise, t)])
                 x0, noise, t = torch.cat([x0, x0_safe]), torch.cat([noise, noise]), torch.cat([t, t])
-                x_t, cond = torch.cat([x_t, fam.add_noise(x0_safe, noise[:n], t[:n])]), Conditioning.cat([cond, cond])
+                cond = Conditioning.cat([cond, cond])
             errors.append(self._descend_input(vectors, optimizer, x_t, t, x0, noise, cond, contrast).mean().item())
         self.inversion_pool = (self.inversion_pool + [vectors.detach()[0].clone()])[-cfg.inversion_pool_size:]
         return sum(errors[-10:]) / len(errors[-10:])

@@ -524,7 +524,8 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                                 inversion_pool_steps=cfg.inversion_pool_steps,
                                 inversion_pool_size=cfg.inversion_pool_size,
                                 inversion_pool_tokens=cfg.inversion_pool_tokens)
-                if cfg.inversion_pool_contrast or cfg.inversion_pool_init_word != "mark":  # earlier models' keys kept
+                # only when set, so the models trained before these settings keep their keys
+                if cfg.inversion_pool_contrast or cfg.inversion_pool_init_word != DUOConfig.inversion_pool_init_word:
                     settings.update(inversion_pool_init_word=cfg.inversion_pool_init_word,
                                     inversion_pool_contrast=cfg.inversion_pool_contrast)
             if cfg.robust_lora_target_modules:
