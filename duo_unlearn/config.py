@@ -8,7 +8,7 @@ setting is ``lora_target_modules: [attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 from duo_unlearn.configs import check_choices
 
@@ -106,6 +106,13 @@ class DUOConfig:
     model prefers the unsafe image to its twin, the preference DUO removed. Pair it with the
     adaptive attack's capacity: ``inversion_pool_tokens`` 4 and the concept's words as
     ``inversion_pool_init_word``. Each inversion step then denoises twice the rows. 0: off."""
+    inversion_pool_alternate: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """A second inversion recipe, taken by every other pool inversion (the 2nd, 4th...): the pool
+    settings above with these replaced, by their short names ``steps``, ``tokens``, ``lr``,
+    ``init_word``, ``contrast`` (on the command line ``NAME=VALUE`` pairs). A pool trained under
+    one attack's recipe holds best against that attack; alternating Concept Inversion's recipe
+    (1 token at 'mark') with the adaptive inversion's (4 tokens at the concept's words,
+    ``contrast`` 100) keeps both kinds in the pool. Empty: every inversion takes the one recipe."""
     adversary_init: Literal["empty", "unsafe_prompt"] = "empty"
     """Where the adversarial conditioning starts: the empty prompt's encoding, or (with
     ``adversary_per_pair``) each pair's unsafe prompt's, the sentence-shaped region with the
@@ -258,6 +265,7 @@ class DUOConfig:
     """Create the hub repository as private."""
 
     def __post_init__(self) -> None:
+        self.inversion_pool_alternate = pool_recipe_overrides(self.inversion_pool_alternate, "DUOConfig")
         self.timestep_range = tuple(int(t) for t in self.timestep_range)
         self.lora_target_modules = tuple(self.lora_target_modules)
         self.validation_prompts = tuple(self.validation_prompts)
@@ -315,11 +323,10 @@ class DUOConfig:
                 raise ValueError("DUOConfig.inversion_pool_every adds the preference under pooled inversions to "
                                  "robust DUO: it needs adversarial_conditioning: true and adversarial_objective: "
                                  "preference")
-            for name in ("inversion_pool_steps", "inversion_pool_size", "inversion_pool_tokens", "inversion_pool_lr"):
-                if getattr(self, name) <= 0:
-                    raise ValueError(f"DUOConfig.{name} must be positive, got {getattr(self, name)}")
-            if not self.inversion_pool_init_word.strip():
-                raise ValueError("DUOConfig.inversion_pool_init_word must be a word")
+            if self.inversion_pool_size <= 0:
+                raise ValueError(f"DUOConfig.inversion_pool_size must be positive, got {self.inversion_pool_size}")
+            for k in (0, 1):
+                check_pool_recipe(self.inversion_pool_recipe(k), "DUOConfig", alternate=k == 1)
         if self.inversion_pool_contrast < 0:
             raise ValueError("DUOConfig.inversion_pool_contrast must be >= 0 (0: off), "
                              f"got {self.inversion_pool_contrast}")
@@ -338,6 +345,13 @@ class DUOConfig:
         if self.preservation_weight is not None and self.preservation_weight < 0:
             raise ValueError("DUOConfig.preservation_weight must be >= 0")
 
+    def inversion_pool_recipe(self, k: int) -> InversionRecipe:
+        """The recipe of the pool's k-th inversion (k from 0): the pool settings, with
+        ``inversion_pool_alternate``'s replacements when k is odd."""
+        recipe = InversionRecipe(self.inversion_pool_steps, self.inversion_pool_tokens, self.inversion_pool_lr,
+                                 self.inversion_pool_init_word, self.inversion_pool_contrast)
+        return dataclasses.replace(recipe, **self.inversion_pool_alternate) if k % 2 else recipe
+
     @property
     def resolved_learning_rate(self) -> float:
         return self.learning_rate if self.learning_rate is not None else self.base_learning_rate * 100 / self.beta
@@ -347,3 +361,54 @@ class DUOConfig:
         if self.preservation_weight is not None:
             return self.preservation_weight
         return self.base_preservation_weight * self.beta / 100
+
+
+@dataclasses.dataclass(frozen=True)
+class InversionRecipe:
+    """How one of the pool's inversions runs (``DUOConfig.inversion_pool_*``)."""
+
+    steps: int
+    tokens: int
+    lr: float
+    init_word: str
+    contrast: float
+
+
+def pool_recipe_overrides(value, owner: str) -> dict[str, Any]:
+    """``inversion_pool_alternate`` checked and typed: a mapping (YAML) or ``NAME=VALUE`` strings
+    (the command line) of InversionRecipe's fields; an unknown name or a bad value is named."""
+    if isinstance(value, (list, tuple)):
+        pairs = [item.partition("=") for item in value]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError(f"{owner}.inversion_pool_alternate: give NAME=VALUE pairs, got {list(value)}")
+        value = {k: v for k, _, v in pairs}
+    if not isinstance(value, dict):
+        raise ValueError(f"{owner}.inversion_pool_alternate must be a mapping of recipe settings, got {value!r}")
+    types = {f.name: f.type for f in dataclasses.fields(InversionRecipe)}
+    unknown = sorted(set(value) - set(types))
+    if unknown:
+        raise ValueError(f"{owner}.inversion_pool_alternate: unknown settings {unknown}; "
+                         f"choose from {sorted(types)}")
+    convert = {"int": int, "float": float, "str": str}
+    typed = {}
+    for name, v in value.items():
+        try:
+            typed[name] = convert[types[name]](v)
+            if types[name] == "int" and str(typed[name]) != str(v).strip():
+                raise ValueError
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{owner}.inversion_pool_alternate: {name} must be {types[name]}, got {v!r}") from err
+    return typed
+
+
+def check_pool_recipe(recipe: InversionRecipe, owner: str, alternate: bool = False) -> None:
+    """A pool inversion's recipe is one that can run: positive steps, tokens and rate, a start
+    word, κ >= 0; the error names the option (and says when it came from the alternate recipe)."""
+    where = " (in inversion_pool_alternate)" if alternate else ""
+    for name in ("steps", "tokens", "lr"):
+        if getattr(recipe, name) <= 0:
+            raise ValueError(f"{owner}.inversion_pool_{name} must be positive{where}, got {getattr(recipe, name)}")
+    if not recipe.init_word.strip():
+        raise ValueError(f"{owner}.inversion_pool_init_word must be a word{where}")
+    if recipe.contrast < 0:
+        raise ValueError(f"{owner}.inversion_pool_contrast must be >= 0 (0: off){where}, got {recipe.contrast}")

@@ -108,8 +108,9 @@ class UnlearningTrainer:
                 self.shared_embeds = torch.nn.Parameter(self._adversary_start(1, from_prompts=False).to(acc.device))
                 self.shared_optimizer = torch.optim.Adam([self.shared_embeds], lr=cfg.adversarial_lr)
             if cfg.inversion_pool_every:
-                self.pool_slots = self._token_slots(cfg.inversion_pool_tokens, contexts=self.dataset.safe_prompts,
-                                                    option="inversion_pool_every")
+                counts = {cfg.inversion_pool_recipe(k).tokens for k in (0, 1)}  # by token count: one per recipe
+                self.pool_slots = {k: self._token_slots(k, contexts=self.dataset.safe_prompts,
+                                                        option="inversion_pool_every") for k in sorted(counts)}
                 self.inversion_pool: list[torch.Tensor] = []
         else:
             self.concept_cond = self.family.encode_prompts([cfg.esd_concept_prompt]).to(acc.device)
@@ -311,7 +312,8 @@ class UnlearningTrainer:
     def _refresh_inversion_pool(self) -> float:
         """Run one fresh inversion against the current model and add its tokens to the pool
         (dropping the oldest past ``inversion_pool_size``); returns its last error. Concept
-        Inversion's recipe (or the adaptive inversion's) on the training pairs:
+        Inversion's recipe (or the adaptive inversion's; with ``inversion_pool_alternate``, every
+        other inversion takes the second recipe) on the training pairs:
         ``inversion_pool_tokens`` vectors started at the input embeddings of
         ``inversion_pool_init_word``'s words, placed after each drawn pair's safe caption,
         ``inversion_pool_steps`` AdamW steps down the denoising error of the batch's unsafe images
@@ -325,19 +327,20 @@ class UnlearningTrainer:
         cfg, fam = self.config, self.family
         dtype = next(self.model.parameters()).dtype
         n = cfg.train_batch_size
-        init = word_init_vectors(self.pipe, cfg.inversion_pool_init_word.split(), cfg.inversion_pool_tokens)
+        recipe = cfg.inversion_pool_recipe(self.global_step // cfg.inversion_pool_every)
+        init = word_init_vectors(self.pipe, recipe.init_word.split(), recipe.tokens)
         vectors = torch.nn.Parameter(init.float()[None].clone())
-        optimizer = torch.optim.AdamW([vectors], lr=cfg.inversion_pool_lr, weight_decay=0.0)
+        optimizer = torch.optim.AdamW([vectors], lr=recipe.lr, weight_decay=0.0)
         extra = self.null_cond.select([0] * n).extra
-        contrast = cfg.inversion_pool_contrast
+        contrast, slots = recipe.contrast, self.pool_slots[recipe.tokens]
         errors = []
-        for _ in range(cfg.inversion_pool_steps):
+        for _ in range(recipe.steps):
             index = torch.randint(len(self.dataset), (self._global_batch,), generator=self.generator)[self.rows]
             x0 = self._sample_latents(self.unsafe_mean, self.unsafe_std, index)
             noise = self._randn(x0.shape[1:])
             t = self._timesteps(0, fam.num_train_timesteps)
             x_t = fam.add_noise(x0, noise, t)
-            cond = Conditioning(self.pool_slots.encode(vectors.expand(n, -1, -1), index).to(dtype), extra)
+            cond = Conditioning(slots.encode(vectors.expand(n, -1, -1), index).to(dtype), extra)
             if contrast:  # each pair's safe image on the same noise and timestep, under the same prompt
                 x0_safe = self._sample_latents(self.safe_mean, self.safe_std, index)
                 x_t = torch.cat([x_t, fam.add_noise(x0_safe, noise, t)])
@@ -346,6 +349,21 @@ class UnlearningTrainer:
             errors.append(self._descend_input(vectors, optimizer, x_t, t, x0, noise, cond, contrast).mean().item())
         self.inversion_pool = (self.inversion_pool + [vectors.detach()[0].clone()])[-cfg.inversion_pool_size:]
         return sum(errors[-10:]) / len(errors[-10:])
+
+    def _encode_pool_members(self, members: list[int], contexts: torch.Tensor) -> torch.Tensor:
+        """Hidden states of each row's pooled inversion after its context (pair's safe caption).
+        Members of one token count are encoded together, in one call when the pool has one."""
+        hidden = None
+        for k, slots in self.pool_slots.items():
+            rows = [r for r, i in enumerate(members) if len(self.inversion_pool[i]) == k]
+            if not rows:
+                continue
+            states = slots.encode(torch.stack([self.inversion_pool[members[r]] for r in rows]), contexts[rows])
+            if len(rows) == len(members):
+                return states
+            hidden = states.new_zeros(len(members), *states.shape[1:]) if hidden is None else hidden
+            hidden[rows] = states
+        return hidden
 
     def duo_step_loss(self) -> tuple[torch.Tensor, dict[str, float]]:
         """DUO's loss on one batch of pairs, and what to log.
@@ -408,8 +426,8 @@ class UnlearningTrainer:
         if self.inversion_pool:  # (unsafe, safe) once more, each pair's safe caption + a pooled inversion's token
             member = torch.randint(len(self.inversion_pool), (self._global_batch,), generator=self.generator)[self.rows]
             with torch.no_grad():
-                tokens = torch.stack([self.inversion_pool[i] for i in member.tolist()])
-                pooled = Conditioning(self.pool_slots.encode(tokens, index.cpu()), self.null_cond.select([0] * n).extra)
+                pooled = Conditioning(self._encode_pool_members(member.tolist(), index.cpu()),
+                                      self.null_cond.select([0] * n).extra)
             add("pool_unsafe", xt_unsafe, t_unsafe, pooled)
             add("pool_safe", xt_safe, t_safe, pooled)
         if cfg.retain_weight > 0:  # the base model's retain images, noised at any timestep, under their prompts
@@ -688,8 +706,8 @@ class UnlearningTrainer:
             tensors[f"{prefix}.embeds"] = embeds.detach()
             for key, value in optimizer.state_dict()["state"].get(0, {}).items():
                 tensors[f"{prefix}.optimizer.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-        if self.inversion_pool:  # the pooled inversions' tokens, oldest first
-            tensors["inversion_pool"] = torch.stack(self.inversion_pool).detach()
+        for i, vectors in enumerate(self.inversion_pool or []):  # the pooled inversions' tokens, oldest first
+            tensors[f"inversion_pool.{i}"] = vectors.detach()  # one key each: recipes may differ in token count
         with atomic_dir(folder) as tmp:
             save_lora(self.pipe, acc.unwrap_model(self.model), self.family.lora_component, tmp)
             atomic_save_safetensors(tensors, tmp / "trainer_state.safetensors")
@@ -774,10 +792,14 @@ class UnlearningTrainer:
                                       if key.startswith(f"{prefix}.optimizer.")}}
             optimizer.load_state_dict(adv_state)
         if self.inversion_pool is not None:
-            if "inversion_pool" not in tensors:
-                raise ValueError(f"{folder} was saved without inversion_pool_every; resume with the same setting")
             device = self.pipe.text_encoder.device
-            self.inversion_pool = [v.to(device) for v in tensors["inversion_pool"].unbind(0)]
+            if "inversion_pool" in tensors:  # saved before the recipes could alternate: one stacked tensor
+                self.inversion_pool = [v.to(device) for v in tensors["inversion_pool"].unbind(0)]
+            else:  # the pool is filled at the first step, so a checkpoint of a pool run holds one
+                count = sum(key.startswith("inversion_pool.") for key in tensors)
+                if not count:
+                    raise ValueError(f"{folder} was saved without inversion_pool_every; resume with the same setting")
+                self.inversion_pool = [tensors[f"inversion_pool.{i}"].to(device) for i in range(count)]
         sched_state = self.lr_scheduler.state_dict()
         sched_state.update(state["lr_scheduler"])
         self.lr_scheduler.load_state_dict(sched_state)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from duo_unlearn.config import DUOConfig
 from duo_unlearn.families import Conditioning, scale_latents
@@ -638,7 +638,7 @@ def test_inversion_pool_step_loss_equals_its_formula(tmp_path):
     assert len(x) == 7 * n  # prompt u, s | noise | pair adversary u, s | pool u, s
     pair_index = indices[0]
     with torch.no_grad():
-        expected_cond = trainer.pool_slots.encode(trainer.inversion_pool[0][None].expand(n, -1, -1), pair_index)
+        expected_cond = trainer.pool_slots[1].encode(trainer.inversion_pool[0][None].expand(n, -1, -1), pair_index)
     p_u, p_s = slice(5 * n, 6 * n), slice(6 * n, 7 * n)
     assert torch.equal(cond[p_u], expected_cond) and torch.equal(cond[p_s], expected_cond)
     assert torch.equal(x[p_u], x[:n]) and torch.equal(x[p_s], x[n:2 * n]) and torch.equal(t[p_u], t[:n])
@@ -687,7 +687,7 @@ def test_inversion_pool_is_refreshed_every_k_steps_and_keeps_the_newest(tmp_path
         start = pipe.text_encoder.get_input_embeddings().weight[[word]][None].float()
 
         def error(token):
-            cond = Conditioning(trainer.pool_slots.encode(token.expand(4, -1, -1), index),
+            cond = Conditioning(trainer.pool_slots[1].encode(token.expand(4, -1, -1), index),
                                 trainer.null_cond.select([0] * 4).extra)
             return _mse(fam.predict(model, fam.add_noise(x0, noise, t), t, cond), noise).mean()
 
@@ -725,7 +725,7 @@ def test_inversion_pool_with_contrast_takes_the_adaptive_inversions_step(tmp_pat
 
     def first_step(with_contrast: bool) -> torch.Tensor:
         vectors = torch.nn.Parameter(table[[ids[0], ids[1], ids[0]]].float()[None].clone())
-        cond = Conditioning(trainer.pool_slots.encode(vectors.expand(n, -1, -1), index),
+        cond = Conditioning(trainer.pool_slots[3].encode(vectors.expand(n, -1, -1), index),
                             trainer.null_cond.select([0] * n).extra)
         mse_u = _mse(fam.predict(model, fam.add_noise(x0_u, noise, t), t, cond), noise)
         mse_s = _mse(fam.predict(model, fam.add_noise(x0_s, noise, t), t, cond), noise)
@@ -754,7 +754,92 @@ def test_inversion_pool_run_resumes_exactly(tmp_path):
     a, b = load_file(full / LORA_WEIGHTS_NAME), load_file(out / LORA_WEIGHTS_NAME)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     saved = load_file(tmp_path / "cut" / "out" / "checkpoint-2" / "trainer_state.safetensors")
-    assert saved["inversion_pool"].shape[0] == 1  # the step-0 inversion; step 2's runs after the resume
+    assert "inversion_pool.0" in saved and "inversion_pool.1" not in saved  # step 0's; step 2's runs after the resume
+
+
+def test_alternating_pool_recipes_resume_exactly_also_from_the_stacked_format(tmp_path):
+    """A pool whose inversions alternate recipes of 1 and 2 tokens is saved entry by entry and
+    resumes to the same bits; so does a checkpoint in the earlier format (one stacked tensor)."""
+    kw = dict(max_train_steps=4, inversion_pool_every=1, inversion_pool_steps=2,
+              inversion_pool_alternate={"tokens": 2, "init_word": "black crossed", "contrast": 50.0})
+    full = _pool_trainer(tmp_path / "full", **kw).train()
+    _pool_trainer(tmp_path / "cut", checkpointing_steps=2, **kw).train()
+    checkpoint = tmp_path / "cut" / "out" / "checkpoint-2"
+    saved = load_file(checkpoint / "trainer_state.safetensors")
+    assert [saved[f"inversion_pool.{i}"].shape[0] for i in range(2)] == [1, 2]  # steps 0 and 1: both recipes
+    resumed = _pool_trainer(tmp_path / "cut", checkpointing_steps=2, **kw, resume_from_checkpoint=str(checkpoint))
+    out = resumed.train()
+    a, b = load_file(full / LORA_WEIGHTS_NAME), load_file(out / LORA_WEIGHTS_NAME)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    one_token = dict(max_train_steps=4, inversion_pool_every=1, inversion_pool_steps=2)
+    full = _pool_trainer(tmp_path / "full-1", **one_token).train()
+    _pool_trainer(tmp_path / "old", checkpointing_steps=2, **one_token).train()
+    checkpoint = tmp_path / "old" / "out" / "checkpoint-2"
+    state = load_file(checkpoint / "trainer_state.safetensors")
+    pool = [state.pop(f"inversion_pool.{i}") for i in range(2)]
+    save_file({**state, "inversion_pool": torch.stack(pool)}, checkpoint / "trainer_state.safetensors")
+    out = _pool_trainer(tmp_path / "old", checkpointing_steps=2, **one_token,
+                        resume_from_checkpoint=str(checkpoint)).train()
+    a, b = load_file(full / LORA_WEIGHTS_NAME), load_file(out / LORA_WEIGHTS_NAME)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_every_other_pool_inversion_takes_the_alternate_recipe(tmp_path):
+    """The k-th inversion (k = step // inversion_pool_every) takes the alternate recipe when k is
+    odd: it is bit for bit the inversion of a trainer whose only recipe is the alternate one, on
+    the same model and draws; an even k takes the pool settings."""
+    alternate = {"tokens": 2, "init_word": "black crossed", "contrast": 50.0, "steps": 2, "lr": 2e-2}
+    mixed = _pool_trainer(tmp_path / "mixed", inversion_pool_alternate=alternate)
+    only = _pool_trainer(tmp_path / "only", **{f"inversion_pool_{k}": v for k, v in alternate.items()})
+    assert mixed.config.inversion_pool_recipe(4) == mixed.config.inversion_pool_recipe(0) != \
+        mixed.config.inversion_pool_recipe(3) == only.config.inversion_pool_recipe(0)
+    mixed.global_step = 2  # every 2 steps: the 2nd inversion, k = 1
+    mixed._refresh_inversion_pool()
+    only._refresh_inversion_pool()
+    assert mixed.inversion_pool[0].shape == (2, only.inversion_pool[0].shape[1])
+    assert torch.equal(mixed.inversion_pool[0], only.inversion_pool[0])
+    plain = _pool_trainer(tmp_path / "plain")
+    mixed.global_step = 4  # k = 2: the pool settings again
+    state = mixed.generator.get_state()
+    mixed._refresh_inversion_pool()
+    plain.generator.set_state(state)
+    plain._refresh_inversion_pool()
+    assert torch.equal(mixed.inversion_pool[1], plain.inversion_pool[0])
+
+
+def test_pool_members_of_different_token_counts_are_each_encoded_after_their_caption(tmp_path):
+    """A step's pooled rows may draw inversions of 1 and 2 tokens: each row holds what its own
+    inversion encodes after its pair's safe caption."""
+    trainer = _pool_trainer(tmp_path, inversion_pool_alternate={"tokens": 2})
+    table = trainer.pipe.text_encoder.get_input_embeddings().weight.detach()
+    trainer.inversion_pool = [table[[5]].clone(), table[[9, 3]].clone(), table[[12]].clone()]
+    members, contexts = [1, 0, 2, 1], torch.tensor([3, 0, 1, 2])
+    with torch.no_grad():
+        hidden = trainer._encode_pool_members(members, contexts)
+        for row, (i, c) in enumerate(zip(members, contexts.tolist())):
+            vectors = trainer.inversion_pool[i]
+            expected = trainer.pool_slots[len(vectors)].encode(vectors[None], torch.tensor([c]))
+            torch.testing.assert_close(hidden[row], expected[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(hidden[0], hidden[3])  # the same inversion after different captions
+
+
+@pytest.mark.parametrize("alternate, match", [({"size": 3}, "unknown settings"),
+                                              ({"tokens": "two"}, "tokens must be int"),
+                                              ({"steps": 0}, "inversion_pool_steps must be positive \\(in inversion"),
+                                              (["tokens=2", "init_word"], "NAME=VALUE"),
+                                              ({"contrast": -1}, "inversion_pool_contrast must be >= 0")])
+def test_a_bad_alternate_recipe_is_named_before_any_model_loads(tmp_path, alternate, match):
+    from duo_unlearn.evaluation.config import EvalConfig
+
+    with pytest.raises(ValueError, match=match) as err:
+        _config(tmp_path, inversion_pool_every=5, inversion_pool_alternate=alternate)
+    assert str(err.value).startswith("DUOConfig.inversion_pool_")
+    with pytest.raises(ValueError, match=match) as err:
+        EvalConfig(output_dir=str(tmp_path), inversion_pool_alternate=alternate)
+    assert str(err.value).startswith("EvalConfig.inversion_pool_")
+    cli = DUOConfig(inversion_pool_alternate=["tokens=2", "init_word=black x", "contrast=100"])
+    assert cli.inversion_pool_alternate == {"tokens": 2, "init_word": "black x", "contrast": 100.0}
 
 
 def test_inversion_pool_needs_robust_duo_and_one_text_encoder(tmp_path):

@@ -17,8 +17,9 @@ plots with error bars, grids).
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
+from duo_unlearn.config import DUOConfig, InversionRecipe, check_pool_recipe, pool_recipe_overrides
 from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices
 from duo_unlearn.threads import check_thread_count
 
@@ -72,6 +73,9 @@ class EvalConfig:
     inversion_pool_contrast: float = 0.0
     """Robust DUO with the pool: > 0 makes each inversion the adaptive inversion's recipe with
     this κ (see DUOConfig.inversion_pool_contrast); 0 is Concept Inversion's."""
+    inversion_pool_alternate: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Robust DUO with the pool: the second recipe every other inversion takes, e.g.
+    ``{tokens: 1, init_word: mark, contrast: 0, steps: 500}`` (see DUOConfig.inversion_pool_alternate)."""
     robust_lora_target_modules: tuple[str, ...] | None = None
     """Robust DUO: the modules its LoRA adapts (None: DUOConfig's default, the attention
     projections), e.g. adding the feed-forward layers ``ff.net.0.proj`` and ``ff.net.2``."""
@@ -179,6 +183,7 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.seeds must be distinct and non-empty, got {self.seeds}")
         if not set(self.run_seeds) <= set(self.seeds):
             raise ValueError(f"EvalConfig.run_seeds {self.run_seeds} must be among seeds {self.seeds}")
+        self.inversion_pool_alternate = pool_recipe_overrides(self.inversion_pool_alternate, "EvalConfig")
         if isinstance(self.attack_budgets, (list, tuple)):  # from the command line: name=value
             pairs = [item.partition("=") for item in self.attack_budgets]
             if any(not eq for _, eq, _ in pairs):
@@ -217,11 +222,12 @@ class EvalConfig:
         if self.sneakyprompt_confirm_seeds < 0:
             raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
                              f"got {self.sneakyprompt_confirm_seeds}")
-        for name in ("inversion_pool_steps", "inversion_pool_size", "inversion_pool_tokens"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"EvalConfig.{name} must be positive, got {getattr(self, name)}")
-        if self.inversion_pool_contrast < 0 or not self.inversion_pool_init_word.strip():
-            raise ValueError("EvalConfig.inversion_pool_contrast must be >= 0 and inversion_pool_init_word a word")
+        if self.inversion_pool_size <= 0:
+            raise ValueError(f"EvalConfig.inversion_pool_size must be positive, got {self.inversion_pool_size}")
+        recipe = InversionRecipe(self.inversion_pool_steps, self.inversion_pool_tokens, DUOConfig.inversion_pool_lr,
+                                 self.inversion_pool_init_word, self.inversion_pool_contrast)
+        check_pool_recipe(recipe, "EvalConfig")
+        check_pool_recipe(dataclasses.replace(recipe, **self.inversion_pool_alternate), "EvalConfig", alternate=True)
         if self.inversion_pool_every < 0 or (self.inversion_pool_every and self.adversarial_objective != "preference"):
             raise ValueError("EvalConfig.inversion_pool_every must be >= 0 (0: off), and needs adversarial_objective: "
                              "preference")

@@ -528,6 +528,8 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                 if cfg.inversion_pool_contrast or cfg.inversion_pool_init_word != DUOConfig.inversion_pool_init_word:
                     settings.update(inversion_pool_init_word=cfg.inversion_pool_init_word,
                                     inversion_pool_contrast=cfg.inversion_pool_contrast)
+                if cfg.inversion_pool_alternate:
+                    settings["inversion_pool_alternate"] = dict(cfg.inversion_pool_alternate)
             if cfg.robust_lora_target_modules:
                 settings["lora_target_modules"] = list(cfg.robust_lora_target_modules)
     elif spec["method"] == "esd":
