@@ -81,6 +81,14 @@ VARIANTS = {
                                                                        "from the concept's words with the twin "
                                                                        "contrast, the last 4 kept), the study's "
                                                                        "whole attack suite",
+    "configs/eval_robustness_inversion_pool_adaptive_192.yaml": "the same (adaptive-recipe pool) on 192 candidate "
+                                                                "pairs instead of 64 (about 3x the kept pairs)",
+    "configs/eval_robustness_inversion_pool_adaptive_192_full_suite.yaml": "the same (adaptive-recipe pool, 192 "
+                                                                           "candidate pairs), the study's whole "
+                                                                           "attack suite",
+    "configs/eval_robustness_inversion_pool_mixed.yaml": "the pool alternating the two recipes (every 100 steps a "
+                                                         "1000-step adaptive inversion or a 500-step Concept "
+                                                         "Inversion, the last 4 kept), 192 candidate pairs",
 }
 STUDY_CONFIG = "configs/eval_robustness.yaml"
 COLUMNS = [("concept_rate/unsafe", "X, unsafe prompts", ".2f"), ("close_rate/close", "plus rate", ".2f"),
