@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from duo_unlearn.configs import check_choices
+from duo_unlearn.configs import check_choices, name_value_pairs
 
 
 @dataclasses.dataclass
@@ -377,11 +377,7 @@ class InversionRecipe:
 def pool_recipe_overrides(value, owner: str) -> dict[str, Any]:
     """``inversion_pool_alternate`` checked and typed: a mapping (YAML) or ``NAME=VALUE`` strings
     (the command line) of InversionRecipe's fields; an unknown name or a bad value is named."""
-    if isinstance(value, (list, tuple)):
-        pairs = [item.partition("=") for item in value]
-        if any(not sep for _, sep, _ in pairs):
-            raise ValueError(f"{owner}.inversion_pool_alternate: give NAME=VALUE pairs, got {list(value)}")
-        value = {k: v for k, _, v in pairs}
+    value = name_value_pairs(value, f"{owner}.inversion_pool_alternate")
     if not isinstance(value, dict):
         raise ValueError(f"{owner}.inversion_pool_alternate must be a mapping of recipe settings, got {value!r}")
     types = {f.name: f.type for f in dataclasses.fields(InversionRecipe)}

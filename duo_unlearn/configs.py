@@ -98,6 +98,17 @@ def _with_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def name_value_pairs(value: Any, option: str) -> Any:
+    """A dict field as the command line gives it (``NAME=VALUE`` strings, see
+    ``add_dataclass_arguments``) as a dict; a mapping from YAML passes through as it is."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    pairs = [item.partition("=") for item in value]
+    if any(not sep for _, sep, _ in pairs):
+        raise ValueError(f"{option}: give NAME=VALUE pairs, got {list(value)}")
+    return {k: v for k, _, v in pairs}
+
+
 def field_default(field: dataclasses.Field) -> Any:
     if field.default is not dataclasses.MISSING:
         return field.default

@@ -45,6 +45,16 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
+def saved_inversion_pool(tensors: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The pooled inversions a checkpoint's trainer state holds, oldest first ([] if none): one
+    key each, ``inversion_pool.<i>`` (recipes may differ in token count), or the one stacked
+    tensor checkpoints had before the recipes could alternate."""
+    if "inversion_pool" in tensors:
+        return list(tensors["inversion_pool"].unbind(0))
+    count = sum(key.startswith("inversion_pool.") for key in tensors)
+    return [tensors[f"inversion_pool.{i}"] for i in range(count)]
+
+
 class UnlearningTrainer:
     """Owns the training loop. ``pipe`` and ``dataset`` may be passed in (tests, notebooks);
     otherwise they are loaded from ``config.pretrained_model`` and ``config.pairs_dir``."""
@@ -792,14 +802,10 @@ class UnlearningTrainer:
                                       if key.startswith(f"{prefix}.optimizer.")}}
             optimizer.load_state_dict(adv_state)
         if self.inversion_pool is not None:
-            device = self.pipe.text_encoder.device
-            if "inversion_pool" in tensors:  # saved before the recipes could alternate: one stacked tensor
-                self.inversion_pool = [v.to(device) for v in tensors["inversion_pool"].unbind(0)]
-            else:  # the pool is filled at the first step, so a checkpoint of a pool run holds one
-                count = sum(key.startswith("inversion_pool.") for key in tensors)
-                if not count:
-                    raise ValueError(f"{folder} was saved without inversion_pool_every; resume with the same setting")
-                self.inversion_pool = [tensors[f"inversion_pool.{i}"].to(device) for i in range(count)]
+            pool = saved_inversion_pool(tensors)
+            if not pool:  # the pool is filled at the first step, so a checkpoint of a pool run holds one
+                raise ValueError(f"{folder} was saved without inversion_pool_every; resume with the same setting")
+            self.inversion_pool = [v.to(self.pipe.text_encoder.device) for v in pool]
         sched_state = self.lr_scheduler.state_dict()
         sched_state.update(state["lr_scheduler"])
         self.lr_scheduler.load_state_dict(sched_state)

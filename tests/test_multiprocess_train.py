@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from duo_unlearn.config import DUOConfig
 from duo_unlearn.lora import LORA_WEIGHTS_NAME
-from duo_unlearn.trainer import train
+from duo_unlearn.trainer import saved_inversion_pool, train
 
 COMMON = dict(lora_rank=4, lora_alpha=4, learning_rate=1e-2, use_prompts=True, prompt_dropout=0.5)
 
@@ -118,8 +118,7 @@ def test_two_processes_invert_the_pool_as_one_process_with_the_doubled_batch(sav
         return load_file(out / LORA_WEIGHTS_NAME), _pool(out)
 
     def _pool(out) -> torch.Tensor:
-        saved = load_file(out / "checkpoint-2" / "trainer_state.safetensors")
-        return torch.stack([saved[f"inversion_pool.{i}"] for i in range(len(saved)) if f"inversion_pool.{i}" in saved])
+        return torch.stack(saved_inversion_pool(load_file(out / "checkpoint-2" / "trainer_state.safetensors")))
 
     two, two_pool = load_file(tmp_path / "two" / LORA_WEIGHTS_NAME), _pool(tmp_path / "two")
     (same, same_pool), (_, rank0_pool) = one_process(4), one_process(2)

@@ -20,7 +20,7 @@ import dataclasses
 from typing import Any, Literal
 
 from duo_unlearn.config import DUOConfig, InversionRecipe, check_pool_recipe, pool_recipe_overrides
-from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices
+from duo_unlearn.configs import SHAPEWORLD, InferenceDtype, check_choices, name_value_pairs
 from duo_unlearn.threads import check_thread_count
 
 ATTACK_NAMES = ("paraphrase", "ring-a-bell", "concept-inversion", "sneakyprompt", "unlearndiffatk",
@@ -184,11 +184,7 @@ class EvalConfig:
         if not set(self.run_seeds) <= set(self.seeds):
             raise ValueError(f"EvalConfig.run_seeds {self.run_seeds} must be among seeds {self.seeds}")
         self.inversion_pool_alternate = pool_recipe_overrides(self.inversion_pool_alternate, "EvalConfig")
-        if isinstance(self.attack_budgets, (list, tuple)):  # from the command line: name=value
-            pairs = [item.partition("=") for item in self.attack_budgets]
-            if any(not eq for _, eq, _ in pairs):
-                raise ValueError(f"EvalConfig.attack_budgets: give name=value pairs, got {list(self.attack_budgets)}")
-            self.attack_budgets = {k: v for k, _, v in pairs}
+        self.attack_budgets = name_value_pairs(self.attack_budgets, "EvalConfig.attack_budgets")
         try:
             self.attack_budgets = {str(k): int(v) for k, v in dict(self.attack_budgets).items()}
         except ValueError as err:
