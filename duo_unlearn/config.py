@@ -78,7 +78,7 @@ class DUOConfig:
     inversion_pool_every: int = 0
     """Robust DUO: every this many steps, run a fresh Concept Inversion against the current model
     and add its token to a pool; every step then also applies the preference (the adversary's β
-    and ``adversarial_weight``) under a pool token placed after each pair's *safe* caption, as
+    and ``inversion_pool_weight``) under a pool token placed after each pair's *safe* caption, as
     the attack's prompts place it ("<caption> <concept>"). The persistent adversaries are moved a
     few steps at a time from where they were; the attack instead starts afresh from a word and
     descends hundreds of steps, and lands where they never went. The pool is that attack, its
@@ -106,6 +106,11 @@ class DUOConfig:
     model prefers the unsafe image to its twin, the preference DUO removed. Pair it with the
     adaptive attack's capacity: ``inversion_pool_tokens`` 4 and the concept's words as
     ``inversion_pool_init_word``. Each inversion step then denoises twice the rows. 0: off."""
+    inversion_pool_weight: float | None = None
+    """Weight of the preference under the pooled inversions (None: ``adversarial_weight``, which
+    the per-pair adversaries also take). The pool is the term whose gain under the inversions is
+    established; a weight of its own pushes harder where the attacks land without pushing harder
+    under the persistent adversaries too."""
     inversion_pool_alternate: dict[str, Any] = dataclasses.field(default_factory=dict)
     """A second inversion recipe, taken by every other pool inversion (the 2nd, 4th...): the pool
     settings above with these replaced, by their short names ``steps``, ``tokens``, ``lr``,
@@ -327,6 +332,9 @@ class DUOConfig:
                 raise ValueError(f"DUOConfig.inversion_pool_size must be positive, got {self.inversion_pool_size}")
             for k in (0, 1):
                 check_pool_recipe(self.inversion_pool_recipe(k), "DUOConfig", alternate=k == 1)
+        if self.inversion_pool_weight is not None and self.inversion_pool_weight < 0:
+            raise ValueError(f"DUOConfig.inversion_pool_weight must be >= 0 (or null: adversarial_weight), "
+                             f"got {self.inversion_pool_weight}")
         if self.inversion_pool_contrast < 0:
             raise ValueError("DUOConfig.inversion_pool_contrast must be >= 0 (0: off), "
                              f"got {self.inversion_pool_contrast}")
@@ -355,6 +363,10 @@ class DUOConfig:
     @property
     def resolved_learning_rate(self) -> float:
         return self.learning_rate if self.learning_rate is not None else self.base_learning_rate * 100 / self.beta
+
+    @property
+    def resolved_inversion_pool_weight(self) -> float:
+        return self.adversarial_weight if self.inversion_pool_weight is None else self.inversion_pool_weight
 
     @property
     def resolved_preservation_weight(self) -> float:

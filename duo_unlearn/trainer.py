@@ -387,7 +387,7 @@ class UnlearningTrainer:
         ``inversion_pool_every`` once more under a pooled inversion's token after each pair's safe
         caption. The loss is ``prompt_preference_weight·duo(prompt rows) + λ·preservation +
         adversarial_weight·duo(adversarial rows) [+ adversarial_weight·duo(shared adversary rows)]
-        [+ adversarial_weight·duo(pool rows)] [+
+        [+ inversion_pool_weight·duo(pool rows)] [+
         adversarial_twin_weight·Σ twin_regression(each adversary's unsafe rows)] [+ retain_weight·
         ‖ε_θ − ε_ref‖² on the noised retain images under their prompts, the last rows]``, the third
         term ``esd_loss`` under 'negative_guidance'. A group whose weight is 0 is not computed: with
@@ -507,7 +507,7 @@ class UnlearningTrainer:
                 logs["adversarial_twin_loss"] = twin.item()
         if "pool_unsafe" in group:
             pool_terms = preference("pool_unsafe", "pool_safe", cfg.adversarial_beta or cfg.beta)
-            loss = loss + cfg.adversarial_weight * pool_terms.loss
+            loss = loss + cfg.resolved_inversion_pool_weight * pool_terms.loss
             logs.update({"inversion_pool_duo_loss": pool_terms.loss.item(),
                          "inversion_pool_implicit_acc": pool_terms.implicit_accuracy.item()})
         if "retain" in group:

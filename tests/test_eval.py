@@ -168,7 +168,8 @@ def test_sneakyprompt_confirmation_reaches_the_attack_its_cache_key_and_the_prot
 @pytest.mark.parametrize("asked", [{}, {"shared_adversary": True, "adversarial_twin_weight": 3.0,
                                         "robust_lora_target_modules": ("to_q", "ff.net.2"),
                                         "robust_retain_weight": 40.0, "inversion_pool_every": 25,
-                                        "inversion_pool_steps": 150, "inversion_pool_alternate": {"tokens": 2}}])
+                                        "inversion_pool_steps": 150, "inversion_pool_alternate": {"tokens": 2},
+                                        "inversion_pool_weight": 12.0}])
 def test_robust_options_reach_training_only_when_set(tmp_path, monkeypatch, asked):
     """The study's robust DUO is trained with the variant's options, and a study that leaves them
     unset asks for exactly what it asked before they existed (its trained models stay reusable)."""
@@ -195,7 +196,8 @@ def test_robust_options_reach_training_only_when_set(tmp_path, monkeypatch, aske
     marker = json.loads((folder / "study_train_settings.json").read_text())
     assert (config.inversion_pool_every, config.inversion_pool_steps) == ((25, 150) if asked else (0, 200))
     assert config.inversion_pool_alternate == asked.get("inversion_pool_alternate", {})
+    assert config.resolved_inversion_pool_weight == asked.get("inversion_pool_weight", config.adversarial_weight)
     options = {"shared_adversary", "adversarial_twin_weight", "lora_target_modules", "retain_weight", "retain_prompts",
                "retain_num_inference_steps", "inversion_pool_every", "inversion_pool_steps", "inversion_pool_size",
-               "inversion_pool_tokens", "inversion_pool_alternate"}
+               "inversion_pool_tokens", "inversion_pool_alternate", "inversion_pool_weight"}
     assert options & marker.keys() == (options if asked else set())

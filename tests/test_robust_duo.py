@@ -615,10 +615,12 @@ def test_token_slots_after_a_context_encode_what_concept_inversions_prompt_encod
         TokenSlots(pipe, 2, [" ".join(["circle"] * 200)])
 
 
-def test_inversion_pool_step_loss_equals_its_formula(tmp_path):
-    """With ``inversion_pool_every`` the step adds the preference (the adversary's β and weight)
-    on the same (unsafe, safe) rows under a pooled inversion's token after each pair's safe caption."""
-    trainer = _pool_trainer(tmp_path)
+@pytest.mark.parametrize("pool_weight", [None, 4.5])
+def test_inversion_pool_step_loss_equals_its_formula(tmp_path, pool_weight):
+    """With ``inversion_pool_every`` the step adds the preference (the adversary's β; its weight,
+    or ``inversion_pool_weight`` when set) on the same (unsafe, safe) rows under a pooled
+    inversion's token after each pair's safe caption."""
+    trainer = _pool_trainer(tmp_path, inversion_pool_weight=pool_weight)
     trainer.step()  # step 0 runs the first inversion
     assert len(trainer.inversion_pool) == 1
     indices, randint = [], torch.randint
@@ -654,7 +656,8 @@ def test_inversion_pool_step_loss_equals_its_formula(tmp_path):
     expected = (cfg.prompt_preference_weight * preference(g[0], g[1], cfg.beta)
                 + cfg.preservation_weight * (pred[g[2]].double() - ref[g[2]].double()).pow(2).mean()
                 + cfg.adversarial_weight * preference(g[3], g[4], 30.0)
-                + cfg.adversarial_weight * pool_term)
+                + (cfg.adversarial_weight if pool_weight is None else pool_weight) * pool_term)
+    assert cfg.adversarial_weight != 4.5 and pool_term.item() > 0  # so the two weights give different losses
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(torch.tensor(logs["inversion_pool_duo_loss"], dtype=torch.float64), pool_term,
                                rtol=1e-5, atol=1e-7)
@@ -847,6 +850,12 @@ def test_inversion_pool_needs_robust_duo_and_one_text_encoder(tmp_path):
         _config(tmp_path, adversarial_conditioning=False, inversion_pool_every=5)
     with pytest.raises(ValueError, match="inversion_pool_steps"):
         _config(tmp_path, inversion_pool_every=5, inversion_pool_steps=0)
+    from duo_unlearn.evaluation.config import EvalConfig
+
+    for owner, make in (("DUOConfig", lambda: _config(tmp_path, inversion_pool_every=5, inversion_pool_weight=-1.0)),
+                        ("EvalConfig", lambda: EvalConfig(output_dir=str(tmp_path), inversion_pool_weight=-1.0))):
+        with pytest.raises(ValueError, match=f"{owner}.inversion_pool_weight must be >= 0"):
+            make()
     from duo_unlearn.testing import tiny_sd3_pipeline
 
     with pytest.raises(ValueError, match="inversion_pool_every needs one text encoder"):

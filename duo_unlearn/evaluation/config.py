@@ -73,6 +73,9 @@ class EvalConfig:
     inversion_pool_contrast: float = 0.0
     """Robust DUO with the pool: > 0 makes each inversion the adaptive inversion's recipe with
     this κ (see DUOConfig.inversion_pool_contrast); 0 is Concept Inversion's."""
+    inversion_pool_weight: float | None = None
+    """Robust DUO with the pool: weight of the preference under the pooled inversions (None:
+    ``adversarial_weight``; see DUOConfig.inversion_pool_weight)."""
     inversion_pool_alternate: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Robust DUO with the pool: the second recipe every other inversion takes, e.g.
     ``{tokens: 1, init_word: mark, contrast: 0, steps: 500}`` (see DUOConfig.inversion_pool_alternate)."""
@@ -218,6 +221,9 @@ class EvalConfig:
         if self.sneakyprompt_confirm_seeds < 0:
             raise ValueError("EvalConfig.sneakyprompt_confirm_seeds must be >= 0, "
                              f"got {self.sneakyprompt_confirm_seeds}")
+        if self.inversion_pool_weight is not None and self.inversion_pool_weight < 0:
+            raise ValueError(f"EvalConfig.inversion_pool_weight must be >= 0 (or null: adversarial_weight), "
+                             f"got {self.inversion_pool_weight}")
         if self.inversion_pool_size <= 0:
             raise ValueError(f"EvalConfig.inversion_pool_size must be positive, got {self.inversion_pool_size}")
         recipe = InversionRecipe(self.inversion_pool_steps, self.inversion_pool_tokens, DUOConfig.inversion_pool_lr,

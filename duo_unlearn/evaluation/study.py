@@ -530,6 +530,8 @@ def train_model(spec: dict, cfg, seed: int, pairs_dir: Path, folder: Path, conce
                                     inversion_pool_contrast=cfg.inversion_pool_contrast)
                 if cfg.inversion_pool_alternate:
                     settings["inversion_pool_alternate"] = dict(cfg.inversion_pool_alternate)
+                if cfg.inversion_pool_weight is not None:
+                    settings["inversion_pool_weight"] = cfg.inversion_pool_weight
             if cfg.robust_lora_target_modules:
                 settings["lora_target_modules"] = list(cfg.robust_lora_target_modules)
     elif spec["method"] == "esd":
